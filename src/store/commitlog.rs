@@ -1,0 +1,308 @@
+//! The one commitlog shared by every topic and partition: fixed-size, preallocated,
+//! memory-mapped segment files named by their starting position, the published write and
+//! durable positions, and the background allocator that creates the next segment ahead of need.
+//!
+//! Concurrency: one writer (holding the store's writer lock) copies records into the mapped
+//! bytes at or past `write_pos` and then publishes `write_pos` with Release ordering; readers
+//! only touch bytes below a position they loaded with Acquire ordering (directly or through an
+//! index entry published after the record). No byte is ever read and written at the same time.
+
+use super::fs;
+use memmap2::{MmapOptions, MmapRaw};
+use std::fs::OpenOptions;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+/// One segment file, mapped whole.
+pub struct Segment {
+    pub base: u64,
+    pub len: u64,
+    pub path: PathBuf,
+    map: MmapRaw,
+}
+
+impl Segment {
+    /// Creates a segment file of `len` bytes at position `base`, with its blocks allocated so a
+    /// full disk fails here and never in a mapped write.
+    pub fn create(dir: &Path, base: u64, len: u64) -> io::Result<Segment> {
+        let path = dir.join(fs::name_of(base));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        if let Err(e) = fs::allocate(&file, len) {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        let map = MmapOptions::new().len(len as usize).map_raw(&file)?;
+        Ok(Segment { base, len, path, map })
+    }
+
+    /// Maps an existing segment file; its length is the file's.
+    pub fn open(path: &Path, base: u64) -> io::Result<Segment> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let len = file.metadata()?.len();
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "empty segment file"));
+        }
+        let map = MmapOptions::new().len(len as usize).map_raw(&file)?;
+        Ok(Segment { base, len, path: path.to_path_buf(), map })
+    }
+
+    pub fn end(&self) -> u64 {
+        self.base + self.len
+    }
+
+    /// The bytes `[pos, pos + n)` (absolute positions).
+    ///
+    /// # Safety
+    /// The range must lie in this segment and must not be written while the slice lives: it is
+    /// below a published position, or the caller is the writer and nobody else reads it.
+    pub unsafe fn bytes(&self, pos: u64, n: usize) -> &[u8] {
+        assert!(pos >= self.base && pos + n as u64 <= self.end());
+        // SAFETY: in bounds of the mapping (asserted); aliasing is the caller's contract.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add((pos - self.base) as usize), n) }
+    }
+
+    /// Mutable bytes `[pos, pos + n)`.
+    ///
+    /// # Safety
+    /// Only the writer (or recovery, before any reader exists) may call this, and only for
+    /// bytes no reader can reach: at or past the published write position.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn bytes_mut(&self, pos: u64, n: usize) -> &mut [u8] {
+        assert!(pos >= self.base && pos + n as u64 <= self.end());
+        // SAFETY: in bounds of the mapping (asserted); exclusivity is the caller's contract.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add((pos - self.base) as usize), n)
+        }
+    }
+
+    /// msync of `[from, to)` (absolute positions, clamped to this segment): durable on return.
+    pub fn sync_range(&self, from: u64, to: u64) -> io::Result<()> {
+        let from = from.max(self.base);
+        let to = to.min(self.end());
+        if to <= from {
+            return Ok(());
+        }
+        self.map.flush_range((from - self.base) as usize, (to - from) as usize)
+    }
+}
+
+/// The segment list and the positions every thread reads.
+pub struct CommitLog {
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    /// End of the last complete record; readers may read below it.
+    pub write_pos: AtomicU64,
+    /// Everything below is on stable storage.
+    pub durable_pos: AtomicU64,
+    /// Start of the oldest segment still kept.
+    pub min_pos: AtomicU64,
+    spare: Arc<Spare>,
+}
+
+/// The segment created ahead of need by the allocator thread.
+struct Spare {
+    slot: Mutex<SpareSlot>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct SpareSlot {
+    wanted: Option<u64>,
+    ready: Option<io::Result<Segment>>,
+    stop: bool,
+}
+
+impl CommitLog {
+    /// Opens the segment files in `dir` (which must exist); checks they are contiguous.
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<CommitLog, String> {
+        let mut found = Vec::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| e.to_string())?;
+            let name = entry.file_name();
+            let Some(base) = name.to_str().and_then(fs::parse_name) else {
+                continue;
+            };
+            found.push((base, entry.path()));
+        }
+        found.sort();
+        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(found.len());
+        for (base, path) in found {
+            let seg = Segment::open(&path, base).map_err(|e| format!("{}: {e}", path.display()))?;
+            if let Some(prev) = segments.last() {
+                if prev.end() != base {
+                    return Err(format!(
+                        "commitlog segments are not contiguous: {} ends at {} but the next starts at {}",
+                        prev.path.display(),
+                        prev.end(),
+                        base
+                    ));
+                }
+            }
+            segments.push(Arc::new(seg));
+        }
+        let min = segments.first().map_or(0, |s| s.base);
+        Ok(CommitLog {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            segments: RwLock::new(segments),
+            write_pos: AtomicU64::new(min),
+            durable_pos: AtomicU64::new(min),
+            min_pos: AtomicU64::new(min),
+            spare: Arc::new(Spare { slot: Mutex::new(SpareSlot::default()), cv: Condvar::new() }),
+        })
+    }
+
+    pub fn segments(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().expect("segments lock").clone()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.read().expect("segments lock").len()
+    }
+
+    /// The segment holding absolute position `pos`.
+    pub fn segment_at(&self, pos: u64) -> Option<Arc<Segment>> {
+        let segs = self.segments.read().expect("segments lock");
+        let i = segs.partition_point(|s| s.end() <= pos);
+        segs.get(i).filter(|s| s.base <= pos).cloned()
+    }
+
+    pub fn last_segment(&self) -> Option<Arc<Segment>> {
+        self.segments.read().expect("segments lock").last().cloned()
+    }
+
+    /// Appends a newly created segment (it must start where the last one ends).
+    pub fn push_segment(&self, seg: Segment) -> Arc<Segment> {
+        let seg = Arc::new(seg);
+        let mut segs = self.segments.write().expect("segments lock");
+        if let Some(last) = segs.last() {
+            assert_eq!(last.end(), seg.base, "segments must stay contiguous");
+        }
+        segs.push(seg.clone());
+        seg
+    }
+
+    /// Creates the segment starting at `base`: the spare if it is ready, else synchronously.
+    pub fn create_segment(&self, base: u64) -> io::Result<Arc<Segment>> {
+        let taken = {
+            let mut slot = self.spare.slot.lock().expect("spare lock");
+            match slot.ready.take() {
+                Some(Ok(seg)) if seg.base == base => Some(seg),
+                Some(Ok(stale)) => {
+                    let _ = std::fs::remove_file(&stale.path);
+                    None
+                }
+                _ => None,
+            }
+        };
+        let seg = match taken {
+            Some(seg) => seg,
+            None => Segment::create(&self.dir, base, self.segment_bytes)?,
+        };
+        let seg = self.push_segment(seg);
+        self.request_spare(seg.end());
+        Ok(seg)
+    }
+
+    /// Asks the allocator thread to create the segment at `base` ahead of need.
+    pub fn request_spare(&self, base: u64) {
+        let mut slot = self.spare.slot.lock().expect("spare lock");
+        slot.wanted = Some(base);
+        self.spare.cv.notify_one();
+    }
+
+    /// Starts the allocator thread; it stops when [`CommitLog::stop_allocator`] is called.
+    pub fn start_allocator(&self) -> std::thread::JoinHandle<()> {
+        let spare = self.spare.clone();
+        let dir = self.dir.clone();
+        let len = self.segment_bytes;
+        std::thread::Builder::new()
+            .name("imago-alloc".into())
+            .spawn(move || loop {
+                let base = {
+                    let mut slot = spare.slot.lock().expect("spare lock");
+                    loop {
+                        if slot.stop {
+                            if let Some(Ok(seg)) = slot.ready.take() {
+                                let _ = std::fs::remove_file(&seg.path);
+                            }
+                            return;
+                        }
+                        if let Some(b) = slot.wanted.take() {
+                            break b;
+                        }
+                        slot = spare.cv.wait(slot).expect("spare lock");
+                    }
+                };
+                let made = Segment::create(&dir, base, len);
+                if let Err(e) = &made {
+                    log::warn!("could not preallocate segment at {base}: {e}");
+                }
+                spare.slot.lock().expect("spare lock").ready = Some(made);
+            })
+            .expect("spawn allocator thread")
+    }
+
+    pub fn stop_allocator(&self) {
+        let mut slot = self.spare.slot.lock().expect("spare lock");
+        slot.stop = true;
+        self.spare.cv.notify_all();
+    }
+
+    /// Removes the oldest segment if it is not the one being written; returns it.
+    pub fn remove_oldest(&self) -> Option<Arc<Segment>> {
+        let mut segs = self.segments.write().expect("segments lock");
+        let write_pos = self.write_pos.load(Ordering::Acquire);
+        if segs.len() < 2 || segs[0].end() > write_pos {
+            return None;
+        }
+        let seg = segs.remove(0);
+        self.min_pos.store(segs[0].base, Ordering::Release);
+        drop(segs);
+        if let Err(e) = std::fs::remove_file(&seg.path) {
+            log::warn!("removing {}: {e}", seg.path.display());
+        }
+        Some(seg)
+    }
+
+    /// Drops every segment that starts at or after `pos` (recovery of a torn tail).
+    pub fn remove_from(&self, pos: u64) {
+        let mut segs = self.segments.write().expect("segments lock");
+        while segs.last().is_some_and(|s| s.base >= pos && segs.len() > 1) {
+            let seg = segs.pop().expect("checked");
+            let _ = std::fs::remove_file(&seg.path);
+        }
+    }
+
+    /// msync of every segment overlapping `[from, to)`.
+    pub fn sync_range(&self, from: u64, to: u64) -> io::Result<()> {
+        for seg in self.segments().iter().filter(|s| s.end() > from && s.base < to) {
+            seg.sync_range(from, to)?;
+        }
+        Ok(())
+    }
+
+    /// Copies of the record bytes at `[pos, pos + n)`, which must be below the write position.
+    pub fn with_bytes<R>(&self, pos: u64, n: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        if pos + n as u64 > self.write_pos.load(Ordering::Acquire) {
+            return None;
+        }
+        let seg = self.segment_at(pos)?;
+        if pos + n as u64 > seg.end() {
+            return None;
+        }
+        // SAFETY: the range is below the published write position, so the writer no longer
+        // touches it, and the Arc keeps the mapping alive for the call.
+        Some(f(unsafe { seg.bytes(pos, n) }))
+    }
+}

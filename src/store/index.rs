@@ -1,0 +1,521 @@
+//! The per-partition index ("consume queue"): fixed-size entries, one per logical offset, in
+//! segment files named by their first entry number. Entry `n` of a partition describes the
+//! record at logical offset `n`, so min/max offsets and lag are arithmetic and a read is one
+//! lookup. Index files are derived data: recovery rebuilds them from the commitlog.
+//!
+//! Entry layout (24 bytes, big-endian):
+//!
+//! | off | size | field |
+//! |---|---|---|
+//! | 0 | 8 | commitlog position of the record; `u64::MAX` marks a hole (a record lost to corruption) |
+//! | 8 | 4 | record bytes (0 with a zero position: never written) |
+//! | 12 | 4 | tag hash ([`tag_hash`]) |
+//! | 16 | 8 | store timestamp, ms (rewind by time is a binary search) |
+//!
+//! Mappings are opened lazily and bounded by [`MapBudget`]: at most `index_maps_max` segment
+//! maps exist at once (clock eviction); file descriptors are closed right after mapping, so
+//! open files do not grow with partitions. File blocks are allocated in chunks ahead of the
+//! writer, so a full disk fails an allocation, never a mapped write.
+
+use super::fs;
+use memmap2::{MmapOptions, MmapRaw};
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+pub const ENTRY_BYTES: u64 = 24;
+/// Bytes allocated at a time as an index file grows.
+const ALLOC_CHUNK_BYTES: u64 = 16 * 1024;
+pub const HOLE_POS: u64 = u64::MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub pos: u64,
+    pub size: u32,
+    pub tag_hash: u32,
+    pub store_ts_ms: i64,
+}
+
+impl Entry {
+    pub fn hole() -> Entry {
+        Entry { pos: HOLE_POS, size: 0, tag_hash: 0, store_ts_ms: 0 }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.pos == 0 && self.size == 0
+    }
+    pub fn is_hole(&self) -> bool {
+        self.pos == HOLE_POS
+    }
+    fn encode(&self) -> [u8; ENTRY_BYTES as usize] {
+        let mut b = [0u8; ENTRY_BYTES as usize];
+        b[0..8].copy_from_slice(&self.pos.to_be_bytes());
+        b[8..12].copy_from_slice(&self.size.to_be_bytes());
+        b[12..16].copy_from_slice(&self.tag_hash.to_be_bytes());
+        b[16..24].copy_from_slice(&self.store_ts_ms.to_be_bytes());
+        b
+    }
+    pub fn decode(b: &[u8]) -> Entry {
+        Entry {
+            pos: u64::from_be_bytes(b[0..8].try_into().expect("8")),
+            size: u32::from_be_bytes(b[8..12].try_into().expect("4")),
+            tag_hash: u32::from_be_bytes(b[12..16].try_into().expect("4")),
+            store_ts_ms: i64::from_be_bytes(b[16..24].try_into().expect("8")),
+        }
+    }
+}
+
+/// FNV-1a of a tag; 0 for no tag. Stored in the index so filters skip without reading records.
+pub fn tag_hash(tag: &[u8]) -> u32 {
+    if tag.is_empty() {
+        return 0;
+    }
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in tag {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h.max(1)
+}
+
+/// The global bound on open index maps, with clock (second-chance) eviction.
+pub struct MapBudget {
+    max: usize,
+    open: AtomicUsize,
+    ring: Mutex<VecDeque<Weak<IndexSeg>>>,
+}
+
+impl MapBudget {
+    pub fn new(max: usize) -> MapBudget {
+        MapBudget { max: max.max(2), open: AtomicUsize::new(0), ring: Mutex::new(VecDeque::new()) }
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn admitted(&self, seg: &Arc<IndexSeg>) {
+        let n = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut ring = self.ring.lock().expect("ring lock");
+        ring.push_back(Arc::downgrade(seg));
+        if n <= self.max {
+            return;
+        }
+        let mut budget = ring.len() * 2;
+        while self.open.load(Ordering::Relaxed) > self.max && budget > 0 {
+            budget -= 1;
+            let Some(weak) = ring.pop_front() else { break };
+            let Some(victim) = weak.upgrade() else {
+                continue;
+            };
+            if Arc::ptr_eq(&victim, seg) || victim.referenced.swap(false, Ordering::Relaxed) {
+                ring.push_back(weak);
+                continue;
+            }
+            let evicted = match victim.map.try_lock() {
+                Ok(mut m) => m.take().is_some(),
+                Err(_) => {
+                    ring.push_back(weak);
+                    false
+                }
+            };
+            if evicted {
+                self.open.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn released(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One index segment file.
+pub struct IndexSeg {
+    pub base: u64,
+    pub entries_max: u64,
+    path: PathBuf,
+    map: Mutex<Option<Arc<MmapRaw>>>,
+    referenced: AtomicBool,
+    allocated_bytes: AtomicU64,
+    budget: Arc<MapBudget>,
+}
+
+impl Drop for IndexSeg {
+    fn drop(&mut self) {
+        if self.map.get_mut().map(|m| m.is_some()).unwrap_or(false) {
+            self.budget.released();
+        }
+    }
+}
+
+impl IndexSeg {
+    fn new(path: PathBuf, base: u64, entries_max: u64, budget: Arc<MapBudget>) -> IndexSeg {
+        IndexSeg {
+            base,
+            entries_max,
+            path,
+            map: Mutex::new(None),
+            referenced: AtomicBool::new(false),
+            allocated_bytes: AtomicU64::new(0),
+            budget,
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.base + self.entries_max
+    }
+
+    fn mapping(self: &Arc<Self>) -> io::Result<Arc<MmapRaw>> {
+        self.referenced.store(true, Ordering::Relaxed);
+        {
+            let guard = self.map.lock().expect("index map lock");
+            if let Some(m) = guard.as_ref() {
+                return Ok(m.clone());
+            }
+        }
+        let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        let len = self.entries_max * ENTRY_BYTES;
+        let map = Arc::new(MmapOptions::new().len(len as usize).map_raw(&file)?);
+        let mut guard = self.map.lock().expect("index map lock");
+        if let Some(m) = guard.as_ref() {
+            return Ok(m.clone());
+        }
+        *guard = Some(map.clone());
+        drop(guard);
+        self.budget.admitted(self);
+        Ok(map)
+    }
+
+    /// Allocates file blocks so entries up to and including `n` can be written.
+    fn ensure_allocated(&self, n: u64) -> io::Result<()> {
+        let need = (n - self.base + 1) * ENTRY_BYTES;
+        if need <= self.allocated_bytes.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let want = (need + ALLOC_CHUNK_BYTES).min(self.entries_max * ENTRY_BYTES);
+        let file = OpenOptions::new().write(true).open(&self.path)?;
+        fs::allocate(&file, want)?;
+        self.allocated_bytes.store(want, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn read(self: &Arc<Self>, n: u64) -> io::Result<Entry> {
+        let map = self.mapping()?;
+        let at = ((n - self.base) * ENTRY_BYTES) as usize;
+        // SAFETY: `at + 24` is within the mapping (n < end, checked by callers); entries below
+        // the published count are never written again except by recovery before readers
+        // exist or by a trim that first unpublishes them.
+        let b = unsafe { std::slice::from_raw_parts(map.as_ptr().add(at), ENTRY_BYTES as usize) };
+        Ok(Entry::decode(b))
+    }
+
+    fn write(self: &Arc<Self>, n: u64, e: &Entry) -> io::Result<()> {
+        let map = self.mapping()?;
+        let at = ((n - self.base) * ENTRY_BYTES) as usize;
+        let bytes = e.encode();
+        // SAFETY: in bounds (n < end); only the writer writes, and only entries not yet
+        // published (or, in recovery and trimming, entries no reader can be given).
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.as_mut_ptr().add(at), bytes.len());
+        }
+        Ok(())
+    }
+}
+
+/// The index of one partition.
+pub struct PartIndex {
+    dir: PathBuf,
+    entries_per_segment: u64,
+    budget: Arc<MapBudget>,
+    segs: RwLock<Vec<Arc<IndexSeg>>>,
+    /// Entries written and published: the partition's max offset.
+    pub next: AtomicU64,
+    /// First offset whose record is still kept.
+    pub min: AtomicU64,
+}
+
+impl PartIndex {
+    /// Loads (or creates) the index in `dir`, finds its end, and drops trailing entries that
+    /// point at or past `log_end` (torn commitlog tail after a crash).
+    pub fn load(
+        dir: &Path,
+        entries_per_segment: u64,
+        budget: Arc<MapBudget>,
+        log_end: u64,
+    ) -> io::Result<PartIndex> {
+        std::fs::create_dir_all(dir)?;
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if let Some(base) = entry.file_name().to_str().and_then(fs::parse_name) {
+                let len = entry.metadata()?.len();
+                bases.push((base, len / ENTRY_BYTES));
+            }
+        }
+        bases.sort();
+        let segs: Vec<Arc<IndexSeg>> = bases
+            .into_iter()
+            .filter(|&(_, n)| n > 0)
+            .map(|(base, n)| {
+                Arc::new(IndexSeg::new(dir.join(fs::name_of(base)), base, n, budget.clone()))
+            })
+            .collect();
+        let idx = PartIndex {
+            dir: dir.to_path_buf(),
+            entries_per_segment,
+            budget,
+            segs: RwLock::new(segs),
+            next: AtomicU64::new(0),
+            min: AtomicU64::new(0),
+        };
+        let Some(last) = idx.last_seg() else {
+            return Ok(idx);
+        };
+        // Entries are written in order, so the written ones are a prefix of the segment.
+        let (mut lo, mut hi) = (last.base, last.end());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if last.read(mid)?.is_empty() {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        let first = idx.segs.read().expect("segs lock")[0].base;
+        idx.next.store(lo, Ordering::Release);
+        idx.min.store(first, Ordering::Release);
+        idx.trim_past(log_end)?;
+        Ok(idx)
+    }
+
+    fn last_seg(&self) -> Option<Arc<IndexSeg>> {
+        self.segs.read().expect("segs lock").last().cloned()
+    }
+
+    fn seg_for(&self, n: u64) -> Option<Arc<IndexSeg>> {
+        let segs = self.segs.read().expect("segs lock");
+        let i = segs.partition_point(|s| s.end() <= n);
+        segs.get(i).filter(|s| s.base <= n).cloned()
+    }
+
+    /// Entry `n`, which must be below `next`.
+    pub fn entry(&self, n: u64) -> io::Result<Entry> {
+        match self.seg_for(n) {
+            Some(seg) => seg.read(n),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "index entry out of range")),
+        }
+    }
+
+    /// Makes room for entry `n` (== `next`): a new segment when the last is full, and file
+    /// blocks allocated. Called before the record is written, so a full disk refuses the
+    /// append with nothing half-written.
+    pub fn prepare(&self, n: u64) -> io::Result<()> {
+        let seg = match self.last_seg() {
+            Some(s) if n < s.end() => s,
+            _ => self.add_segment(n)?,
+        };
+        seg.ensure_allocated(n)
+    }
+
+    fn add_segment(&self, base: u64) -> io::Result<Arc<IndexSeg>> {
+        let path = self.dir.join(fs::name_of(base));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        file.set_len(self.entries_per_segment * ENTRY_BYTES)?;
+        let seg = Arc::new(IndexSeg::new(
+            path,
+            base,
+            self.entries_per_segment,
+            self.budget.clone(),
+        ));
+        let mut segs = self.segs.write().expect("segs lock");
+        if segs.is_empty() {
+            self.min.store(base, Ordering::Release);
+        }
+        segs.push(seg.clone());
+        Ok(seg)
+    }
+
+    /// Writes entry `n` (prepared). The caller publishes `next` afterwards.
+    pub fn write(&self, n: u64, e: &Entry) -> io::Result<()> {
+        match self.seg_for(n) {
+            Some(seg) => seg.write(n, e),
+            None => Err(io::Error::other("index entry not prepared")),
+        }
+    }
+
+    /// Appends entry `n == next` and publishes it (recovery and tests; the store's writer
+    /// uses prepare/write and publishes itself).
+    pub fn push(&self, e: &Entry) -> io::Result<u64> {
+        let n = self.next.load(Ordering::Acquire);
+        self.prepare(n)?;
+        self.write(n, e)?;
+        self.next.store(n + 1, Ordering::Release);
+        Ok(n)
+    }
+
+    /// Starts an index that has no segment yet at offset `n` (a rebuild whose oldest records
+    /// were already deleted by retention).
+    pub fn start_empty_at(&self, n: u64) {
+        if self.segs.read().expect("segs lock").is_empty() && self.next.load(Ordering::Acquire) == 0 {
+            self.next.store(n, Ordering::Release);
+            self.min.store(n, Ordering::Release);
+        }
+    }
+
+    /// Cuts the index back to `n` entries (recovery only).
+    pub fn truncate(&self, n: u64) -> io::Result<()> {
+        let mut next = self.next.load(Ordering::Acquire);
+        while next > n {
+            next -= 1;
+            self.next.store(next, Ordering::Release);
+            self.write(next, &Entry { pos: 0, size: 0, tag_hash: 0, store_ts_ms: 0 })?;
+        }
+        Ok(())
+    }
+
+    /// Drops trailing entries (and holes) that point at or past `log_end`.
+    pub fn trim_past(&self, log_end: u64) -> io::Result<()> {
+        let min = self.min.load(Ordering::Acquire);
+        let mut keep = self.next.load(Ordering::Acquire);
+        while keep > min {
+            let e = self.entry(keep - 1)?;
+            if e.is_hole() || e.pos >= log_end {
+                keep -= 1;
+            } else {
+                break;
+            }
+        }
+        self.truncate(keep)
+    }
+
+    /// Moves `min` to the first entry whose record is at or after `log_min`, and deletes
+    /// index segment files wholly below it (never the last one).
+    pub fn trim_below(&self, log_min: u64) -> io::Result<()> {
+        let next = self.next.load(Ordering::Acquire);
+        let (mut lo, mut hi) = (self.min.load(Ordering::Acquire), next);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let e = self.entry(mid)?;
+            if !e.is_hole() && e.pos < log_min {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        self.advance_min(lo)
+    }
+
+    /// Sets `min` to at least `n` and removes wholly-passed segment files.
+    pub fn advance_min(&self, n: u64) -> io::Result<()> {
+        if n <= self.min.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.min.store(n, Ordering::Release);
+        let mut segs = self.segs.write().expect("segs lock");
+        while segs.len() > 1 && segs[0].end() <= n {
+            let seg = segs.remove(0);
+            std::fs::remove_file(&seg.path)?;
+        }
+        Ok(())
+    }
+
+    /// The first offset in `[from, to)` for which `pred(entry)` holds, assuming `pred` is
+    /// false then true along the range (binary search); `to` when none.
+    pub fn search(&self, from: u64, to: u64, pred: impl Fn(&Entry) -> bool) -> io::Result<u64> {
+        let (mut lo, mut hi) = (from, to);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(&self.entry(mid)?) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Ok(lo)
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segs.read().expect("segs lock").len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(pos: u64) -> Entry {
+        Entry { pos, size: 100, tag_hash: 7, store_ts_ms: pos as i64 }
+    }
+
+    #[test]
+    fn entries_survive_reload_and_roll_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Arc::new(MapBudget::new(8));
+        let idx = PartIndex::load(dir.path(), 10, budget.clone(), u64::MAX).unwrap();
+        for i in 0..35 {
+            assert_eq!(idx.push(&e(1000 + i * 100)).unwrap(), i);
+        }
+        assert_eq!(idx.segment_count(), 4);
+        drop(idx);
+        let idx = PartIndex::load(dir.path(), 10, budget, u64::MAX).unwrap();
+        assert_eq!(idx.next.load(Ordering::Acquire), 35);
+        for i in 0..35 {
+            assert_eq!(idx.entry(i).unwrap(), e(1000 + i * 100));
+        }
+    }
+
+    #[test]
+    fn load_cuts_entries_past_the_log_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Arc::new(MapBudget::new(8));
+        let idx = PartIndex::load(dir.path(), 10, budget.clone(), u64::MAX).unwrap();
+        for i in 0..12 {
+            idx.push(&e(i * 100)).unwrap();
+        }
+        drop(idx);
+        let idx = PartIndex::load(dir.path(), 10, budget, 750).unwrap();
+        assert_eq!(idx.next.load(Ordering::Acquire), 8);
+    }
+
+    #[test]
+    fn maps_stay_within_the_budget_across_many_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Arc::new(MapBudget::new(16));
+        let parts: Vec<PartIndex> = (0..100)
+            .map(|p| {
+                PartIndex::load(&dir.path().join(p.to_string()), 64, budget.clone(), u64::MAX)
+                    .unwrap()
+            })
+            .collect();
+        for round in 0..3u64 {
+            for p in &parts {
+                p.push(&e(round * 1000 + 1)).unwrap();
+                assert!(budget.open() <= 17, "open maps {}", budget.open());
+            }
+        }
+        for p in &parts {
+            assert_eq!(p.entry(2).unwrap(), e(2001));
+        }
+    }
+
+    #[test]
+    fn trim_below_moves_min_and_deletes_passed_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Arc::new(MapBudget::new(8));
+        let idx = PartIndex::load(dir.path(), 10, budget, u64::MAX).unwrap();
+        for i in 0..30 {
+            idx.push(&e(i * 100)).unwrap();
+        }
+        idx.trim_below(2250).unwrap();
+        assert_eq!(idx.min.load(Ordering::Acquire), 23);
+        assert_eq!(idx.segment_count(), 1);
+    }
+}

@@ -1,0 +1,640 @@
+//! The store: ONE commitlog for every topic and partition, plus a small fixed-size index per
+//! topic-partition (MetaQ 2.0's shape). A library with no networking.
+//!
+//! # Layout of a data directory
+//! ```text
+//! <dir>/lock                       flock'd by the one process using the directory
+//! <dir>/checkpoint                 clean flag, log end, position up to which indexes are durable
+//! <dir>/commitlog/<20-digit pos>   segments (default 1 GiB), preallocated, named by start position
+//! <dir>/index/<topic>/topic.meta   partition count
+//! <dir>/index/<topic>/<p>/<20-digit entry no>   index segments (see [`index`])
+//! ```
+//!
+//! # Record format (version 1), big-endian, identical on disk and in `value` replies
+//! | off | size | field |
+//! |---|---|---|
+//! | 0 | 4 | total_len: whole record, header included |
+//! | 4 | 4 | magic 0x494D4701: "IMG" + format version 1 (0x494D4700 = end-of-segment marker) |
+//! | 8 | 4 | CRC32 (IEEE) of bytes [0,8) and [12,total_len): header fields and body |
+//! | 12 | 4 | partition |
+//! | 16 | 8 | logical offset in the partition |
+//! | 24 | 8 | message id: broker id (16 bits) << 48, commitlog position (48 bits) |
+//! | 32 | 8 | store timestamp, ms since the epoch (never decreases along the log) |
+//! | 40 | 8 | born timestamp, ms (the producer's clock, or the broker's at receipt) |
+//! | 48 | 4 | flag (as the producer sent it) |
+//! | 52 | 4 | body length |
+//! | 56 | 2 | topic length |
+//! | 58 | 2 | tag length |
+//! | 60 | 2 | properties length |
+//! | 62 | 2 | sysflag, reserved (0) |
+//! | 64 | .. | topic, tag, properties (`key \x01 value \x02` ...), body |
+//!
+//! A record never spans two segments: when it does not fit, the writer puts an 8-byte end
+//! marker (`total_len` = bytes left, magic 0x494D4700) and continues in the next segment;
+//! fewer than 8 bytes left need no marker.
+//!
+//! **Changing the format**: (1) never reuse a magic: give the new layout the next version
+//! byte (0x494D4702); (2) keep the version-1 decoder in [`record`] and dispatch on the magic in
+//! `record::read_slot`; (3) readers must accept both until every supported store can have
+//! been rewritten by retention; (4) bump the index layout separately (it is rebuilt from the
+//! log, so an index change only needs `rm -r index` plus a crash-style restart); (5) document
+//! the new table here and in `protocol.md` (value replies carry the record as stored).
+//!
+//! # Flush modes and what an acknowledgement means
+//! - `async`: an append returns once its bytes are in the mapped page cache. A flush thread
+//!   msyncs every `flush_interval_ms` or once `flush_dirty_bytes` are unflushed. A process
+//!   crash (kill -9) loses nothing acknowledged; a power loss or kernel crash loses what was
+//!   not yet flushed (up to one interval or threshold). Consumers see records as soon as they
+//!   are written.
+//! - `sync`: the caller acknowledges an append only when [`Store::durable_pos`] reaches its
+//!   `end_pos`. The flush thread covers every append waiting at that moment with one msync
+//!   (group commit). Neither a process crash nor a power loss loses an acknowledged record
+//!   (given a disk that honours flushes). Consumers see only durable records, so nobody
+//!   processes a message that a power loss could take back.
+//!
+//! # Recovery
+//! A clean shutdown writes a checkpoint marked clean and starts without scanning. Otherwise
+//! the log is scanned from the checkpoint's index-durable position: every record's CRC is
+//! verified and its index entry re-made. At the first invalid or blank slot the rest of the
+//! log is searched for any valid record: if there is none, this is a torn tail and it is cut;
+//! if there is one, the bad bytes are corruption in the middle: they are reported (log and the
+//! `corrupt_records` counter), the partitions' lost offsets become holes that reads answer with
+//! [`StoreError::Corrupt`], and the scan continues. Indexes are then cut to the log's end.
+
+mod commitlog;
+mod error;
+mod flush;
+mod fs;
+pub mod index;
+pub mod inspect;
+pub mod record;
+mod recovery;
+mod retention;
+mod topics;
+
+pub use error::StoreError;
+pub use record::{Message, RecordView};
+
+use commitlog::CommitLog;
+use index::{tag_hash, Entry};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use topics::Topics;
+
+/// How appends reach stable storage; see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushMode {
+    Async,
+    Sync,
+}
+
+impl FlushMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            FlushMode::Async => "async",
+            FlushMode::Sync => "sync",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub dir: PathBuf,
+    /// Commitlog segment size; at least 64 KiB.
+    pub segment_bytes: u64,
+    /// Entries per index segment file.
+    pub index_segment_entries: u64,
+    /// Most index segments mapped at once.
+    pub index_maps_max: usize,
+    pub flush: FlushMode,
+    /// async: msync at least this often.
+    pub flush_interval_ms: u64,
+    /// async: msync early once this many bytes are unflushed.
+    pub flush_dirty_bytes: u64,
+    /// How often indexes are made durable and the checkpoint advanced.
+    pub checkpoint_interval_ms: u64,
+    /// How often free space is measured and retention runs.
+    pub maintenance_interval_ms: u64,
+    /// Identifies this broker in message ids.
+    pub broker_id: u16,
+    /// Segments whose newest record is older than this are deleted; `None` keeps everything.
+    pub retention_ms: Option<u64>,
+    /// Per-topic retention; a topic's records older than its value stop being readable
+    /// (its min offset moves) even while the shared segment holding them is kept.
+    pub topic_retention_ms: HashMap<String, u64>,
+    /// Above this fraction of the disk used, the oldest segments are deleted whatever their age.
+    pub disk_used_ratio_max: f64,
+    /// Appends are refused while free space is under this many bytes.
+    pub disk_free_reserve_bytes: u64,
+}
+
+impl StoreConfig {
+    pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
+
+    pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            dir: dir.into(),
+            segment_bytes: 1 << 30,
+            index_segment_entries: 1 << 20,
+            index_maps_max: 20_000,
+            flush: FlushMode::Async,
+            flush_interval_ms: 500,
+            flush_dirty_bytes: 16 << 20,
+            checkpoint_interval_ms: 5_000,
+            maintenance_interval_ms: 1_000,
+            broker_id: 0,
+            retention_ms: Some(72 * 3600 * 1000),
+            topic_retention_ms: HashMap::new(),
+            disk_used_ratio_max: 0.90,
+            disk_free_reserve_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub msg_id: u64,
+    pub partition: u32,
+    pub offset: u64,
+    /// Commitlog position just past the record: durable once `durable_pos() >= end_pos`.
+    pub end_pos: u64,
+}
+
+/// Result of a read: records were appended to the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOutcome {
+    pub records: usize,
+    pub bytes: usize,
+    /// The offset to ask for next (past any records the filter skipped).
+    pub next_offset: u64,
+}
+
+/// Keeps only records whose tag is one of a set: skipped by hash in the index, then checked
+/// exactly against the record.
+#[derive(Debug, Clone)]
+pub struct TagFilter {
+    tags: Vec<Vec<u8>>,
+    hashes: Vec<u32>,
+}
+
+impl TagFilter {
+    pub fn new<T: AsRef<[u8]>>(tags: &[T]) -> TagFilter {
+        let tags: Vec<Vec<u8>> = tags.iter().map(|t| t.as_ref().to_vec()).collect();
+        let hashes = tags.iter().map(|t| tag_hash(t)).collect();
+        TagFilter { tags, hashes }
+    }
+    fn may_match(&self, hash: u32) -> bool {
+        self.hashes.contains(&hash)
+    }
+    fn matches(&self, tag: &[u8]) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+}
+
+/// Figures for `stats`.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    pub write_pos: u64,
+    pub durable_pos: u64,
+    pub min_pos: u64,
+    pub segments: usize,
+    pub topics: usize,
+    pub partitions: u64,
+    pub appended_records: u64,
+    pub appended_bytes: u64,
+    pub fsyncs: u64,
+    pub fsync_last_us: u64,
+    pub records_per_fsync_last: u64,
+    pub records_fsynced: u64,
+    pub disk_free_bytes: u64,
+    pub disk_full: bool,
+    pub corrupt_records: u64,
+    pub index_maps_open: usize,
+    pub segments_deleted: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    appended_records: AtomicU64,
+    appended_bytes: AtomicU64,
+    fsyncs: AtomicU64,
+    fsync_last_us: AtomicU64,
+    records_per_fsync_last: AtomicU64,
+    records_fsynced: AtomicU64,
+    corrupt_records: AtomicU64,
+    segments_deleted: AtomicU64,
+}
+
+struct Writer {
+    seg: Arc<commitlog::Segment>,
+    pos: u64,
+    last_ts_ms: i64,
+}
+
+pub(crate) struct Shared {
+    cfg: StoreConfig,
+    log: CommitLog,
+    topics: Topics,
+    writer: Mutex<Writer>,
+    flush: flush::FlushCtl,
+    counters: Counters,
+    disk_full: AtomicBool,
+    disk_free: AtomicU64,
+    dir_file: std::fs::File,
+}
+
+/// The store. Cheap to share (`Arc` inside); one thread appends at a time, any number read.
+pub struct Store {
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    _lock: std::fs::File,
+    closed: bool,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `cfg.dir`, recovering after a crash.
+    pub fn open(cfg: StoreConfig) -> Result<Store, StoreError> {
+        if cfg.segment_bytes < StoreConfig::SEGMENT_BYTES_MIN {
+            return Err(StoreError::BadDataDir(format!(
+                "segment_bytes {} is under the minimum {}",
+                cfg.segment_bytes,
+                StoreConfig::SEGMENT_BYTES_MIN
+            )));
+        }
+        let log_dir = cfg.dir.join("commitlog");
+        std::fs::create_dir_all(&log_dir)?;
+        let lock = fs::lock_file(&cfg.dir.join("lock"))?.ok_or(StoreError::Locked)?;
+        let dir_file = std::fs::File::open(&cfg.dir)?;
+        let log = CommitLog::open(&log_dir, cfg.segment_bytes).map_err(StoreError::BadDataDir)?;
+        let topics =
+            Topics::open(&cfg.dir.join("index"), cfg.index_segment_entries, cfg.index_maps_max)?;
+        let checkpoint = recovery::Checkpoint::read(&cfg.dir);
+        if log.last_segment().is_none() {
+            let base = checkpoint.as_ref().map_or(0, |c| c.log_end);
+            log.push_segment(commitlog::Segment::create(&log_dir, base, cfg.segment_bytes)?);
+        }
+        topics.set_log_min(log.min_pos.load(Ordering::Acquire));
+        let (free, _) = fs::space(&cfg.dir)?;
+        let shared = Arc::new_cyclic(|_| Shared {
+            writer: Mutex::new(Writer {
+                seg: log.last_segment().expect("one segment exists"),
+                pos: 0,
+                last_ts_ms: 0,
+            }),
+            log,
+            topics,
+            flush: flush::FlushCtl::new(),
+            counters: Counters::default(),
+            disk_full: AtomicBool::new(free < cfg.disk_free_reserve_bytes),
+            disk_free: AtomicU64::new(free),
+            dir_file,
+            cfg,
+        });
+        let report = recovery::recover(&shared, checkpoint)?;
+        shared.counters.corrupt_records.store(report.corrupt_records, Ordering::Relaxed);
+        let mut threads = vec![shared.log.start_allocator()];
+        if let Some(seg) = shared.log.last_segment() {
+            shared.log.request_spare(seg.end());
+        }
+        threads.push(flush::start(shared.clone()));
+        Ok(Store { shared, threads, _lock: lock, closed: false })
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.shared.cfg
+    }
+
+    /// Creates a topic (or grows it to `partitions`); durable on return.
+    pub fn ensure_topic(&self, name: &str, partitions: u32) -> Result<(), StoreError> {
+        if !valid_topic(name) {
+            return Err(StoreError::BadName);
+        }
+        self.shared.topics.ensure(name, partitions)?;
+        Ok(())
+    }
+
+    /// The partition count of a topic, if it exists.
+    pub fn partitions(&self, topic: &str) -> Option<u32> {
+        self.shared.topics.get(topic).map(|t| t.partition_count())
+    }
+
+    /// Names of every topic, sorted.
+    pub fn topic_names(&self) -> Vec<String> {
+        self.shared.topics.all().iter().map(|t| t.name.clone()).collect()
+    }
+
+    /// A partition for a put that lets the broker choose (round-robin per topic).
+    pub fn choose_partition(&self, topic: &str) -> Result<u32, StoreError> {
+        let t = self.shared.topics.get(topic).ok_or(StoreError::UnknownTopic)?;
+        Ok(t.next_round_robin())
+    }
+
+    /// Appends one message; assigns its offset, id and store time.
+    pub fn append(&self, msg: &Message<'_>) -> Result<Appended, StoreError> {
+        let sh = &*self.shared;
+        let bytes = msg.encoded_bytes().ok_or(StoreError::RecordTooLarge { bytes: usize::MAX })?;
+        if bytes as u64 > sh.cfg.segment_bytes - record::END_MARKER_BYTES as u64 {
+            return Err(StoreError::RecordTooLarge { bytes });
+        }
+        if sh.disk_full.load(Ordering::Relaxed) {
+            return Err(StoreError::DiskFull);
+        }
+        let topic = sh.topics.get(msg.topic).ok_or(StoreError::UnknownTopic)?;
+        let part = topic.partition(msg.partition).ok_or(StoreError::PartitionOutOfRange {
+            partitions: topic.partition_count(),
+        })?;
+        let idx = sh.topics.index(&part)?;
+        let mut w = sh.writer.lock().expect("writer lock");
+        let offset = idx.next.load(Ordering::Relaxed);
+        idx.prepare(offset).map_err(|e| self.note_io(e))?;
+        if w.pos + bytes as u64 > w.seg.end() {
+            let next = sh.log.create_segment(w.seg.end()).map_err(|e| self.note_io(e))?;
+            let left = (w.seg.end() - w.pos) as usize;
+            if left >= record::END_MARKER_BYTES {
+                // SAFETY: writer-only bytes at or past the published write position.
+                record::encode_end(unsafe { w.seg.bytes_mut(w.pos, left) });
+            }
+            w.seg = next;
+            w.pos = w.seg.base;
+        }
+        let pos = w.pos;
+        let ts = now_ms().max(w.last_ts_ms);
+        w.last_ts_ms = ts;
+        let stamp = record::Stamp {
+            offset,
+            msg_id: (sh.cfg.broker_id as u64) << 48 | (pos & ((1 << 48) - 1)),
+            store_ts_ms: ts,
+        };
+        // SAFETY: writer-only bytes at or past the published write position, inside the
+        // segment (checked above).
+        record::encode(unsafe { w.seg.bytes_mut(pos, bytes) }, msg, stamp);
+        let entry = Entry { pos, size: bytes as u32, tag_hash: tag_hash(msg.tag), store_ts_ms: ts };
+        idx.write(offset, &entry).map_err(|e| self.note_io(e))?;
+        idx.next.store(offset + 1, Ordering::Release);
+        w.pos = pos + bytes as u64;
+        sh.log.write_pos.store(w.pos, Ordering::Release);
+        drop(w);
+        sh.counters.appended_records.fetch_add(1, Ordering::Relaxed);
+        sh.counters.appended_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        topic.appended.fetch_add(1, Ordering::Relaxed);
+        if sh.cfg.flush == FlushMode::Async {
+            let dirty = pos + bytes as u64 - sh.log.durable_pos.load(Ordering::Relaxed);
+            if dirty >= sh.cfg.flush_dirty_bytes {
+                sh.flush.kick();
+            }
+        }
+        Ok(Appended { msg_id: stamp.msg_id, partition: msg.partition, offset, end_pos: pos + bytes as u64 })
+    }
+
+    fn note_io(&self, e: std::io::Error) -> StoreError {
+        let e = StoreError::from(e);
+        if matches!(e, StoreError::DiskFull) {
+            self.shared.disk_full.store(true, Ordering::Relaxed);
+        }
+        e
+    }
+
+    /// Asks the flush thread to make everything written so far durable (sync mode calls this
+    /// once per batch of appends; it does not wait).
+    pub fn request_flush(&self) {
+        self.shared.flush.kick();
+    }
+
+    /// Everything below this commitlog position is on stable storage.
+    pub fn durable_pos(&self) -> u64 {
+        self.shared.log.durable_pos.load(Ordering::Acquire)
+    }
+
+    /// Blocks until `durable_pos() >= pos` or the timeout passes; true when durable.
+    pub fn wait_durable(&self, pos: u64, timeout: Duration) -> bool {
+        self.shared.flush.kick();
+        self.shared.flush.wait_durable(&self.shared.log.durable_pos, pos, timeout)
+    }
+
+    /// Calls `f(durable_pos)` from the flush thread after every flush (e.g. to wake an event
+    /// loop). It must be quick and must not call back into the store's writer.
+    pub fn on_durable(&self, f: Box<dyn Fn(u64) + Send + Sync>) {
+        self.shared.flush.listen(f);
+    }
+
+    /// `(min, max)` offsets of a partition as consumers see them: `max` is one past the last
+    /// visible record (in sync mode, the last durable one).
+    pub fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64), StoreError> {
+        let idx = self.index_of(topic, partition)?;
+        let min = idx.min.load(Ordering::Acquire);
+        let next = idx.next.load(Ordering::Acquire);
+        Ok((min, self.visible_max(&idx, min, next)?))
+    }
+
+    fn visible_max(&self, idx: &index::PartIndex, min: u64, next: u64) -> Result<u64, StoreError> {
+        if self.shared.cfg.flush == FlushMode::Async {
+            return Ok(next);
+        }
+        let durable = self.durable_pos();
+        let mut max = next;
+        while max > min {
+            let e = idx.entry(max - 1)?;
+            if e.is_hole() || e.pos + e.size as u64 <= durable {
+                break;
+            }
+            max -= 1;
+        }
+        Ok(max)
+    }
+
+    fn index_of(&self, topic: &str, partition: u32) -> Result<Arc<index::PartIndex>, StoreError> {
+        let t = self.shared.topics.get(topic).ok_or(StoreError::UnknownTopic)?;
+        let p = t
+            .partition(partition)
+            .ok_or(StoreError::PartitionOutOfRange { partitions: t.partition_count() })?;
+        Ok(self.shared.topics.index(&p)?)
+    }
+
+    /// Appends whole records of a partition, from `offset`, to `out`: the first matching record
+    /// whatever its size, then more while the total stays within `max_bytes`. Caught up:
+    /// `records == 0` and `next_offset == offset`. Outside `[min, max]`: `OffsetOutOfRange`.
+    pub fn read_into(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        filter: Option<&TagFilter>,
+        out: &mut Vec<u8>,
+    ) -> Result<ReadOutcome, StoreError> {
+        /// Entries a filtered read may skip in one call, so one read stays short.
+        const SCAN_ENTRIES_MAX: u64 = 65_536;
+        let idx = self.index_of(topic, partition)?;
+        let min = idx.min.load(Ordering::Acquire);
+        let max = self.visible_max(&idx, min, idx.next.load(Ordering::Acquire))?;
+        if offset < min {
+            return Err(StoreError::OffsetOutOfRange { valid: min });
+        }
+        if offset > max {
+            return Err(StoreError::OffsetOutOfRange { valid: max });
+        }
+        let log = &self.shared.log;
+        let mut got = ReadOutcome { records: 0, bytes: 0, next_offset: offset };
+        let mut seg: Option<Arc<commitlog::Segment>> = None;
+        let limit = max.min(offset + SCAN_ENTRIES_MAX);
+        while got.next_offset < limit {
+            let n = got.next_offset;
+            let e = idx.entry(n)?;
+            if e.is_hole() {
+                if got.records > 0 {
+                    break;
+                }
+                return Err(StoreError::Corrupt { offset: n, next: n + 1 });
+            }
+            if filter.is_some_and(|f| !f.may_match(e.tag_hash)) {
+                got.next_offset += 1;
+                continue;
+            }
+            if got.records > 0 && got.bytes + e.size as usize > max_bytes {
+                break;
+            }
+            if !seg.as_ref().is_some_and(|s| s.base <= e.pos && e.pos + e.size as u64 <= s.end()) {
+                seg = log.segment_at(e.pos);
+            }
+            let Some(s) = seg.as_ref().filter(|s| e.pos + e.size as u64 <= s.end()) else {
+                // The segment was deleted by retention under us: the record is gone.
+                let min = idx.min.load(Ordering::Acquire);
+                return Err(StoreError::OffsetOutOfRange { valid: min.max(n + 1) });
+            };
+            // SAFETY: the entry was published after its record bytes were written, so they
+            // are below the write position and never written again; the Arc keeps the map.
+            let bytes = unsafe { s.bytes(e.pos, e.size as usize) };
+            let ok = record::decode(bytes).ok().filter(|r| {
+                r.offset == n && r.partition == partition && r.topic == topic.as_bytes()
+            });
+            let Some(r) = ok else {
+                if got.records > 0 {
+                    break;
+                }
+                log::error!("{topic}/{partition}: corrupt record at offset {n} (position {})", e.pos);
+                return Err(StoreError::Corrupt { offset: n, next: n + 1 });
+            };
+            got.next_offset += 1;
+            if filter.is_some_and(|f| !f.matches(r.tag)) {
+                continue;
+            }
+            out.extend_from_slice(bytes);
+            got.records += 1;
+            got.bytes += bytes.len();
+        }
+        Ok(got)
+    }
+
+    /// The first offset whose record was stored at or after `ts_ms` (max when none).
+    pub fn offset_for_time(&self, topic: &str, partition: u32, ts_ms: i64) -> Result<u64, StoreError> {
+        let idx = self.index_of(topic, partition)?;
+        let (min, max) = self.offsets(topic, partition)?;
+        Ok(idx.search(min, max, |e| !e.is_hole() && e.store_ts_ms >= ts_ms)?)
+    }
+
+    /// The record with message id `msg_id` (its bytes, verified).
+    pub fn get_by_id(&self, msg_id: u64) -> Result<Vec<u8>, StoreError> {
+        if msg_id >> 48 != self.shared.cfg.broker_id as u64 {
+            return Err(StoreError::NoSuchMessage);
+        }
+        let pos = msg_id & ((1 << 48) - 1);
+        let log = &self.shared.log;
+        if pos < log.min_pos.load(Ordering::Acquire) {
+            return Err(StoreError::NoSuchMessage);
+        }
+        let len = log
+            .with_bytes(pos, record::HEADER_BYTES, |h| record::total_len(h))
+            .flatten()
+            .ok_or(StoreError::NoSuchMessage)?;
+        log.with_bytes(pos, len, |b| record::decode(b).map(|_| b.to_vec()))
+            .ok_or(StoreError::NoSuchMessage)?
+            .map_err(|_| StoreError::NoSuchMessage)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let sh = &*self.shared;
+        let c = &sh.counters;
+        let topics = sh.topics.all();
+        StoreStats {
+            write_pos: sh.log.write_pos.load(Ordering::Acquire),
+            durable_pos: sh.log.durable_pos.load(Ordering::Acquire),
+            min_pos: sh.log.min_pos.load(Ordering::Acquire),
+            segments: sh.log.segment_count(),
+            topics: topics.len(),
+            partitions: topics.iter().map(|t| t.partition_count() as u64).sum(),
+            appended_records: c.appended_records.load(Ordering::Relaxed),
+            appended_bytes: c.appended_bytes.load(Ordering::Relaxed),
+            fsyncs: c.fsyncs.load(Ordering::Relaxed),
+            fsync_last_us: c.fsync_last_us.load(Ordering::Relaxed),
+            records_per_fsync_last: c.records_per_fsync_last.load(Ordering::Relaxed),
+            records_fsynced: c.records_fsynced.load(Ordering::Relaxed),
+            disk_free_bytes: sh.disk_free.load(Ordering::Relaxed),
+            disk_full: sh.disk_full.load(Ordering::Relaxed),
+            corrupt_records: c.corrupt_records.load(Ordering::Relaxed),
+            index_maps_open: sh.topics.budget.open(),
+            segments_deleted: c.segments_deleted.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs retention and the free-space check now (the flush thread also runs them on its
+    /// own schedule).
+    pub fn run_maintenance(&self) -> Result<(), StoreError> {
+        retention::run(&self.shared)
+    }
+
+    /// Flushes everything, writes a clean checkpoint and stops the store's threads.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.shutdown()
+    }
+
+    /// Stops the store's threads WITHOUT flushing or checkpointing, leaving the files as a
+    /// killed process would (the page cache keeps what was written). For crash tests.
+    #[doc(hidden)]
+    pub fn abandon(mut self) {
+        self.closed = true;
+        self.shared.flush.stop();
+        self.shared.log.stop_allocator();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    fn shutdown(&mut self) -> Result<(), StoreError> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        self.shared.flush.stop();
+        self.shared.log.stop_allocator();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        recovery::write_clean_checkpoint(&self.shared)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            log::error!("store shutdown: {e}");
+        }
+    }
+}
+
+/// Topic names: 1..=255 bytes of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
+pub fn valid_topic(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 255
+        && b[0] != b'.'
+        && b[0] != b'-'
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
