@@ -27,13 +27,17 @@ pub fn tagged<'a>(topic: &'a str, partition: u32, tag: &'a [u8], body: &'a [u8])
     Message { topic, partition, flag: 1, tag, props: b"", body, born_ts_ms: 1 }
 }
 
-/// Every (offset, body) of a partition from `from`, following next offsets.
+/// Every (offset, body) of a partition from `from`, following next offsets, up to the end
+/// or the first corrupt record.
 pub fn read_all(store: &Store, topic: &str, partition: u32, from: u64) -> Vec<(u64, Vec<u8>)> {
     let mut out = Vec::new();
     let mut offset = from;
     loop {
         let mut buf = Vec::new();
-        let got = store.read_into(topic, partition, offset, 4096, None, &mut buf).unwrap();
+        let got = match store.read_into(topic, partition, offset, 4096, None, &mut buf) {
+            Err(StoreError::Corrupt { .. }) => return out,
+            other => other.unwrap(),
+        };
         if got.records == 0 {
             return out;
         }
