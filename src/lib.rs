@@ -7,5 +7,8 @@
 //! - [`server`]: the mio event loop, connections, buffers, timers.
 //! - [`config`]: command-line flags and the config file.
 
+pub mod broker;
+pub mod config;
 pub mod protocol;
+pub mod server;
 pub mod store;

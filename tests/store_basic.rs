@@ -12,14 +12,17 @@ fn appends_get_consecutive_offsets_per_partition_and_read_back_in_order() {
     store.ensure_topic("orders", 3).unwrap();
     for i in 0..30u32 {
         let body = format!("m{i}");
-        let a = store.append(&msg("orders", i % 3, body.as_bytes())).unwrap();
+        let a = store
+            .append(&msg("orders", i % 3, body.as_bytes()))
+            .unwrap();
         assert_eq!(a.partition, i % 3);
         assert_eq!(a.offset, (i / 3) as u64);
     }
     for p in 0..3 {
         let got = read_all(&store, "orders", p, 0);
-        let want: Vec<(u64, Vec<u8>)> =
-            (0..10).map(|k| (k, format!("m{}", k * 3 + p as u64).into_bytes())).collect();
+        let want: Vec<(u64, Vec<u8>)> = (0..10)
+            .map(|k| (k, format!("m{}", k * 3 + p as u64).into_bytes()))
+            .collect();
         assert_eq!(got, want);
         assert_eq!(store.offsets("orders", p).unwrap(), (0, 10));
     }
@@ -53,13 +56,22 @@ fn reads_outside_the_range_name_the_nearest_valid_offset_and_caught_up_reads_are
         Err(StoreError::OffsetOutOfRange { valid: 5 }) => {}
         other => panic!("expected out of range with 5, got {other:?}"),
     }
-    assert!(matches!(store.read_into("nope", 0, 0, 10, None, &mut buf), Err(StoreError::UnknownTopic)));
+    assert!(matches!(
+        store.read_into("nope", 0, 0, 10, None, &mut buf),
+        Err(StoreError::UnknownTopic)
+    ));
     assert!(matches!(
         store.read_into("t", 2, 0, 10, None, &mut buf),
         Err(StoreError::PartitionOutOfRange { partitions: 2 })
     ));
-    assert!(matches!(store.append(&msg("t", 2, b"x")), Err(StoreError::PartitionOutOfRange { .. })));
-    assert!(matches!(store.append(&msg("nope", 0, b"x")), Err(StoreError::UnknownTopic)));
+    assert!(matches!(
+        store.append(&msg("t", 2, b"x")),
+        Err(StoreError::PartitionOutOfRange { .. })
+    ));
+    assert!(matches!(
+        store.append(&msg("nope", 0, b"x")),
+        Err(StoreError::UnknownTopic)
+    ));
 }
 
 #[test]
@@ -69,16 +81,26 @@ fn tag_filter_delivers_only_matching_tags_and_moves_past_the_rest() {
     store.ensure_topic("t", 1).unwrap();
     for i in 0..20u32 {
         let tag: &[u8] = if i % 4 == 0 { b"paid" } else { b"created" };
-        store.append(&tagged("t", 0, tag, format!("{i}").as_bytes())).unwrap();
+        store
+            .append(&tagged("t", 0, tag, format!("{i}").as_bytes()))
+            .unwrap();
     }
     store.append(&tagged("t", 0, b"created", b"tail")).unwrap();
     let filter = TagFilter::new(&["paid"]);
     let mut buf = Vec::new();
-    let got = store.read_into("t", 0, 0, 1 << 20, Some(&filter), &mut buf).unwrap();
+    let got = store
+        .read_into("t", 0, 0, 1 << 20, Some(&filter), &mut buf)
+        .unwrap();
     let recs = records(&buf);
-    assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 4, 8, 12, 16]);
+    assert_eq!(
+        recs.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![0, 4, 8, 12, 16]
+    );
     assert!(recs.iter().all(|r| r.1 == b"paid"));
-    assert_eq!(got.next_offset, 21, "the reply moves the consumer past skipped records");
+    assert_eq!(
+        got.next_offset, 21,
+        "the reply moves the consumer past skipped records"
+    );
 }
 
 #[test]
@@ -106,13 +128,21 @@ fn a_message_id_finds_its_record() {
     let store = Store::open(small_config(dir.path())).unwrap();
     store.ensure_topic("t", 2).unwrap();
     let ids: Vec<_> = (0..50u32)
-        .map(|i| store.append(&msg("t", i % 2, format!("body{i}").as_bytes())).unwrap().msg_id)
+        .map(|i| {
+            store
+                .append(&msg("t", i % 2, format!("body{i}").as_bytes()))
+                .unwrap()
+                .msg_id
+        })
         .collect();
     for (i, id) in ids.iter().enumerate() {
         let rec = store.get_by_id(*id).unwrap();
         assert_eq!(records(&rec)[0].2, format!("body{i}").into_bytes());
     }
-    assert!(matches!(store.get_by_id(ids[3] + 1), Err(StoreError::NoSuchMessage)));
+    assert!(matches!(
+        store.get_by_id(ids[3] + 1),
+        Err(StoreError::NoSuchMessage)
+    ));
 }
 
 #[test]
@@ -125,14 +155,21 @@ fn records_roll_across_many_segments_and_survive_a_clean_restart() {
         for i in 0..400u32 {
             store.append(&msg("t", i % 2, &body)).unwrap();
         }
-        assert!(store.stats().segments >= 6, "segments {}", store.stats().segments);
+        assert!(
+            store.stats().segments >= 6,
+            "segments {}",
+            store.stats().segments
+        );
         store.close().unwrap();
     }
     let store = Store::open(small_config(dir.path())).unwrap();
     for p in 0..2 {
         let got = read_all(&store, "t", p, 0);
         assert_eq!(got.len(), 200);
-        assert!(got.iter().enumerate().all(|(i, (o, b))| *o == i as u64 && *b == body));
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, (o, b))| *o == i as u64 && *b == body));
     }
     let a = store.append(&msg("t", 0, b"after")).unwrap();
     assert_eq!(a.offset, 200);
@@ -144,7 +181,10 @@ fn a_record_that_cannot_fit_a_segment_is_refused_and_nothing_is_written() {
     let store = Store::open(small_config(dir.path())).unwrap();
     store.ensure_topic("t", 1).unwrap();
     let huge = vec![0u8; 64 * 1024];
-    assert!(matches!(store.append(&msg("t", 0, &huge)), Err(StoreError::RecordTooLarge { .. })));
+    assert!(matches!(
+        store.append(&msg("t", 0, &huge)),
+        Err(StoreError::RecordTooLarge { .. })
+    ));
     assert_eq!(store.offsets("t", 0).unwrap(), (0, 0));
     assert_eq!(store.append(&msg("t", 0, b"ok")).unwrap().offset, 0);
 }
@@ -164,12 +204,20 @@ fn sync_mode_shows_consumers_only_durable_records_and_one_fsync_covers_many() {
     assert!(store.wait_durable(last.end_pos, std::time::Duration::from_secs(5)));
     assert_eq!(store.offsets("t", 0).unwrap(), (0, 100));
     let s = store.stats();
-    assert!(s.records_fsynced >= 100 && s.fsyncs < 100, "{} records over {} fsyncs", s.records_fsynced, s.fsyncs);
+    assert!(
+        s.records_fsynced >= 100 && s.fsyncs < 100,
+        "{} records over {} fsyncs",
+        s.records_fsynced,
+        s.fsyncs
+    );
 }
 
 #[test]
 fn a_second_process_cannot_open_a_directory_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let _store = Store::open(small_config(dir.path())).unwrap();
-    assert!(matches!(Store::open(small_config(dir.path())), Err(StoreError::Locked)));
+    assert!(matches!(
+        Store::open(small_config(dir.path())),
+        Err(StoreError::Locked)
+    ));
 }

@@ -20,7 +20,9 @@ fn body_of(partition: u32, seq: u64) -> Vec<u8> {
 #[test]
 #[ignore = "entry point of the writer process that sync_mode_writer_killed_with_sigkill_loses_no_acknowledged_record starts"]
 fn sync_writer_child_process() {
-    let Ok(dir) = std::env::var(CHILD_DIR_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
+        return;
+    };
     let mut cfg = small_config(std::path::Path::new(&dir));
     cfg.flush = FlushMode::Sync;
     let store = std::sync::Arc::new(Store::open(cfg).unwrap());
@@ -57,7 +59,13 @@ fn sync_writer_child_process() {
 fn sync_mode_writer_killed_with_sigkill_loses_no_acknowledged_record() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "sync_writer_child_process", "--include-ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "sync_writer_child_process",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -70,12 +78,20 @@ fn sync_mode_writer_killed_with_sigkill_loses_no_acknowledged_record() {
         let Some(Ok(line)) = lines.next() else { break };
         let f: Vec<&str> = line.split(' ').collect();
         if f.len() == 4 && f[0] == "ack" {
-            acked.push((f[1].parse::<u32>().unwrap(), f[2].parse::<u64>().unwrap(), f[3].parse::<u64>().unwrap()));
+            acked.push((
+                f[1].parse::<u32>().unwrap(),
+                f[2].parse::<u64>().unwrap(),
+                f[3].parse::<u64>().unwrap(),
+            ));
         }
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(acked.len() >= 500, "the writer acknowledged only {} records", acked.len());
+    assert!(
+        acked.len() >= 500,
+        "the writer acknowledged only {} records",
+        acked.len()
+    );
 
     let mut cfg = small_config(dir.path());
     cfg.flush = FlushMode::Sync;
@@ -86,9 +102,16 @@ fn sync_mode_writer_killed_with_sigkill_loses_no_acknowledged_record() {
     }
     for (p, offset, seq) in &acked {
         let got = partitions[*p as usize].get(*offset as usize);
-        assert_eq!(got, Some(&(*offset, body_of(*p, *seq))), "acknowledged {p}@{offset} missing or damaged");
+        assert_eq!(
+            got,
+            Some(&(*offset, body_of(*p, *seq))),
+            "acknowledged {p}@{offset} missing or damaged"
+        );
     }
     let report = imago::store::inspect::verify(dir.path()).unwrap();
     assert!(report.ok(), "{report:?}");
-    println!("{} acknowledged records verified after kill -9", acked.len());
+    println!(
+        "{} acknowledged records verified after kill -9",
+        acked.len()
+    );
 }

@@ -10,8 +10,17 @@ use store_util::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { topic: usize, partition: u32, len: usize },
-    Read { topic: usize, partition: u32, offset: u64, max_bytes: usize },
+    Append {
+        topic: usize,
+        partition: u32,
+        len: usize,
+    },
+    Read {
+        topic: usize,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    },
     CleanRestart,
     CrashRestart,
 }

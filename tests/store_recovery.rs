@@ -28,7 +28,11 @@ fn segment_file(dir: &Path) -> std::path::PathBuf {
 }
 
 fn patch(dir: &Path, pos: u64, f: impl FnOnce(&mut [u8]), len: usize) {
-    let mut file = OpenOptions::new().read(true).write(true).open(segment_file(dir)).unwrap();
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(segment_file(dir))
+        .unwrap();
     let mut buf = vec![0; len];
     file.seek(SeekFrom::Start(pos)).unwrap();
     file.read_exact(&mut buf).unwrap();
@@ -67,18 +71,38 @@ fn a_last_record_cut_at_every_byte_position_is_dropped_and_the_rest_kept() {
     for cut in 0..last_len {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(original.path(), dir.path());
-        patch(dir.path(), last_pos + cut as u64, |b| b.fill(0), last_len - cut);
+        patch(
+            dir.path(),
+            last_pos + cut as u64,
+            |b| b.fill(0),
+            last_len - cut,
+        );
         let store = Store::open(small_config(dir.path())).unwrap();
-        assert_eq!(store.offsets("t", 0).unwrap(), (0, 4), "cut at byte {cut}: the torn record (t/0 offset 4) is gone");
+        assert_eq!(
+            store.offsets("t", 0).unwrap(),
+            (0, 4),
+            "cut at byte {cut}: the torn record (t/0 offset 4) is gone"
+        );
         assert_eq!(read_all(&store, "t", 0, 0).len(), 4);
         assert_eq!(read_all(&store, "t", 1, 0).len(), 4);
-        assert_eq!(store.stats().corrupt_records, 0, "a torn tail is not corruption");
+        assert_eq!(
+            store.stats().corrupt_records,
+            0,
+            "a torn tail is not corruption"
+        );
         let a = store.append(&msg("t", 0, b"after-recovery")).unwrap();
         assert_eq!(a.offset, 4);
-        assert_eq!(a.msg_id & ((1 << 48) - 1), last_pos, "the new record takes the torn one's place");
+        assert_eq!(
+            a.msg_id & ((1 << 48) - 1),
+            last_pos,
+            "the new record takes the torn one's place"
+        );
         store.close().unwrap();
         let store = Store::open(small_config(dir.path())).unwrap();
-        assert_eq!(read_all(&store, "t", 0, 0).last().unwrap().1, b"after-recovery".to_vec());
+        assert_eq!(
+            read_all(&store, "t", 0, 0).last().unwrap().1,
+            b"after-recovery".to_vec()
+        );
     }
 }
 
@@ -92,7 +116,10 @@ fn a_bit_flipped_in_a_middle_record_is_reported_and_everything_else_is_served() 
             let dir = tempfile::tempdir().unwrap();
             copy_dir(original.path(), dir.path());
             if clean_restart_first {
-                Store::open(small_config(dir.path())).unwrap().close().unwrap();
+                Store::open(small_config(dir.path()))
+                    .unwrap()
+                    .close()
+                    .unwrap();
             }
             patch(dir.path(), pos + byte as u64, |b| b[0] ^= 0x10, 1);
             let store = Store::open(small_config(dir.path())).unwrap();
@@ -102,12 +129,24 @@ fn a_bit_flipped_in_a_middle_record_is_reported_and_everything_else_is_served() 
                 other => panic!("flip at byte {byte} (clean={clean_restart_first}): {other:?}"),
             }
             if !clean_restart_first {
-                assert_eq!(store.stats().corrupt_records, 1, "flip at byte {byte} counted");
+                assert_eq!(
+                    store.stats().corrupt_records,
+                    1,
+                    "flip at byte {byte} counted"
+                );
             }
             let before = read_all(&store, "t", 0, 0);
-            assert_eq!(before.iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 1], "byte {byte}");
+            assert_eq!(
+                before.iter().map(|r| r.0).collect::<Vec<_>>(),
+                vec![0, 1],
+                "byte {byte}"
+            );
             let after = read_all(&store, "t", 0, 3);
-            assert_eq!(after.iter().map(|r| r.0).collect::<Vec<_>>(), vec![3, 4], "byte {byte}");
+            assert_eq!(
+                after.iter().map(|r| r.0).collect::<Vec<_>>(),
+                vec![3, 4],
+                "byte {byte}"
+            );
             assert_eq!(read_all(&store, "t", 1, 0).len(), 4);
             assert_eq!(store.append(&msg("t", 0, b"new")).unwrap().offset, 5);
         }
@@ -122,8 +161,12 @@ fn the_index_is_rebuilt_from_the_commitlog_when_deleted() {
         store.ensure_topic("a", 3).unwrap();
         store.ensure_topic("b", 1).unwrap();
         for i in 0..300u32 {
-            store.append(&msg("a", i % 3, format!("a{i}").as_bytes())).unwrap();
-            store.append(&msg("b", 0, format!("b{i}").as_bytes())).unwrap();
+            store
+                .append(&msg("a", i % 3, format!("a{i}").as_bytes()))
+                .unwrap();
+            store
+                .append(&msg("b", 0, format!("b{i}").as_bytes()))
+                .unwrap();
         }
         store.close().unwrap();
     }

@@ -26,7 +26,12 @@ fn segments_older_than_retention_are_deleted_and_min_offset_moves() {
     fill(&store, "t", 70);
     store.run_maintenance().unwrap();
     let (min, max) = store.offsets("t", 0).unwrap();
-    assert!(store.stats().segments < before, "{} segments before, {} after", before, store.stats().segments);
+    assert!(
+        store.stats().segments < before,
+        "{} segments before, {} after",
+        before,
+        store.stats().segments
+    );
     assert!(min > 0 && min <= 300, "min offset {min}");
     assert_eq!(max, 370);
     let mut buf = Vec::new();
@@ -50,7 +55,13 @@ fn over_the_disk_watermark_old_segments_go_but_never_the_active_one() {
     let (min, max) = store.offsets("t", 0).unwrap();
     assert_eq!(max, 300);
     assert_eq!(read_all(&store, "t", 0, min).len() as u64, 300 - min);
-    assert_eq!(store.append(&msg("t", 0, b"still writable")).unwrap().offset, 300);
+    assert_eq!(
+        store
+            .append(&msg("t", 0, b"still writable"))
+            .unwrap()
+            .offset,
+        300
+    );
 }
 
 #[test]
@@ -80,14 +91,19 @@ impl Tmpfs {
             .arg(dir.path())
             .status()
             .expect("run mount");
-        assert!(status.success(), "mounting a tmpfs needs root (the disk-full test runs on a real, small filesystem)");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (the disk-full test runs on a real, small filesystem)"
+        );
         Tmpfs(dir)
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
     }
 }
 
@@ -115,8 +131,15 @@ fn a_full_disk_refuses_appends_cleanly_and_they_resume_once_space_is_freed() {
     };
     assert!(matches!(refused, StoreError::DiskFull), "{refused:?}");
     assert!(stored > 100, "only {stored} records fit");
-    assert!(matches!(store.append(&msg("t", 0, b"x")), Err(StoreError::DiskFull)));
-    assert_eq!(store.offsets("t", 0).unwrap(), (0, stored), "nothing half-written");
+    assert!(matches!(
+        store.append(&msg("t", 0, b"x")),
+        Err(StoreError::DiskFull)
+    ));
+    assert_eq!(
+        store.offsets("t", 0).unwrap(),
+        (0, stored),
+        "nothing half-written"
+    );
     assert_eq!(read_all(&store, "t", 0, 0).len() as u64, stored);
     std::fs::remove_file(&filler).unwrap();
     store.run_maintenance().unwrap();
@@ -134,7 +157,10 @@ fn free_space_under_the_reserve_refuses_appends() {
     cfg.disk_free_reserve_bytes = u64::MAX;
     let store = Store::open(cfg).unwrap();
     store.ensure_topic("t", 1).unwrap();
-    assert!(matches!(store.append(&msg("t", 0, b"x")), Err(StoreError::DiskFull)));
+    assert!(matches!(
+        store.append(&msg("t", 0, b"x")),
+        Err(StoreError::DiskFull)
+    ));
     assert!(store.stats().disk_full);
     assert_eq!(store.offsets("t", 0).unwrap(), (0, 0));
 }

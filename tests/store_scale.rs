@@ -23,20 +23,43 @@ fn ten_thousand_partitions_are_written_read_and_reopened_lazily_within_bounds() 
         store.ensure_topic("wide", PARTITIONS).unwrap();
         for round in 0..2u32 {
             for p in 0..PARTITIONS {
-                let a = store.append(&msg("wide", p, format!("{p}:{round}").as_bytes())).unwrap();
+                let a = store
+                    .append(&msg("wide", p, format!("{p}:{round}").as_bytes()))
+                    .unwrap();
                 assert_eq!(a.offset, round as u64);
             }
-            assert!(store.stats().index_maps_open <= 513, "maps {}", store.stats().index_maps_open);
+            assert!(
+                store.stats().index_maps_open <= 513,
+                "maps {}",
+                store.stats().index_maps_open
+            );
         }
-        assert!(open_fds() < fds_before + 32, "fds grew from {fds_before} to {}", open_fds());
+        assert!(
+            open_fds() < fds_before + 32,
+            "fds grew from {fds_before} to {}",
+            open_fds()
+        );
         store.close().unwrap();
     }
     let store = Store::open(cfg).unwrap();
-    assert_eq!(store.stats().index_maps_open, 0, "no partition index is loaded at start-up");
+    assert_eq!(
+        store.stats().index_maps_open,
+        0,
+        "no partition index is loaded at start-up"
+    );
     assert_eq!(store.stats().partitions, PARTITIONS as u64);
     for p in (0..PARTITIONS).step_by(997) {
         let got = read_all(&store, "wide", p, 0);
-        assert_eq!(got, vec![(0, format!("{p}:0").into_bytes()), (1, format!("{p}:1").into_bytes())]);
+        assert_eq!(
+            got,
+            vec![
+                (0, format!("{p}:0").into_bytes()),
+                (1, format!("{p}:1").into_bytes())
+            ]
+        );
     }
-    assert_eq!(store.append(&msg("wide", 9_999, b"more")).unwrap().offset, 2);
+    assert_eq!(
+        store.append(&msg("wide", 9_999, b"more")).unwrap().offset,
+        2
+    );
 }

@@ -23,11 +23,22 @@ pub struct Segment {
     map: MmapRaw,
 }
 
+/// Suffix of a segment made ahead of need and not yet adopted: it can never be mistaken for
+/// (or removed as) a live segment, and leftovers are deleted at open.
+const SPARE_SUFFIX: &str = ".spare";
+
 impl Segment {
     /// Creates a segment file of `len` bytes at position `base`, with its blocks allocated so a
     /// full disk fails here and never in a mapped write.
     pub fn create(dir: &Path, base: u64, len: u64) -> io::Result<Segment> {
-        let path = dir.join(fs::name_of(base));
+        Segment::create_at(dir.join(fs::name_of(base)), base, len)
+    }
+
+    fn create_spare(dir: &Path, base: u64, len: u64) -> io::Result<Segment> {
+        Segment::create_at(dir.join(fs::name_of(base) + SPARE_SUFFIX), base, len)
+    }
+
+    fn create_at(path: PathBuf, base: u64, len: u64) -> io::Result<Segment> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -40,7 +51,12 @@ impl Segment {
             return Err(e);
         }
         let map = MmapOptions::new().len(len as usize).map_raw(&file)?;
-        Ok(Segment { base, len, path, map })
+        Ok(Segment {
+            base,
+            len,
+            path,
+            map,
+        })
     }
 
     /// Maps an existing segment file; its length is the file's.
@@ -48,10 +64,18 @@ impl Segment {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let len = file.metadata()?.len();
         if len == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "empty segment file"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "empty segment file",
+            ));
         }
         let map = MmapOptions::new().len(len as usize).map_raw(&file)?;
-        Ok(Segment { base, len, path: path.to_path_buf(), map })
+        Ok(Segment {
+            base,
+            len,
+            path: path.to_path_buf(),
+            map,
+        })
     }
 
     pub fn end(&self) -> u64 {
@@ -90,7 +114,8 @@ impl Segment {
         if to <= from {
             return Ok(());
         }
-        self.map.flush_range((from - self.base) as usize, (to - from) as usize)
+        self.map
+            .flush_range((from - self.base) as usize, (to - from) as usize)
     }
 }
 
@@ -129,6 +154,10 @@ impl CommitLog {
         for entry in entries {
             let entry = entry.map_err(|e| e.to_string())?;
             let name = entry.file_name();
+            if name.to_str().is_some_and(|n| n.ends_with(SPARE_SUFFIX)) {
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
             let Some(base) = name.to_str().and_then(fs::parse_name) else {
                 continue;
             };
@@ -158,7 +187,10 @@ impl CommitLog {
             write_pos: AtomicU64::new(min),
             durable_pos: AtomicU64::new(min),
             min_pos: AtomicU64::new(min),
-            spare: Arc::new(Spare { slot: Mutex::new(SpareSlot::default()), cv: Condvar::new() }),
+            spare: Arc::new(Spare {
+                slot: Mutex::new(SpareSlot::default()),
+                cv: Condvar::new(),
+            }),
         })
     }
 
@@ -206,7 +238,12 @@ impl CommitLog {
             }
         };
         let seg = match taken {
-            Some(seg) => seg,
+            Some(mut seg) => {
+                let live = self.dir.join(fs::name_of(base));
+                std::fs::rename(&seg.path, &live)?;
+                seg.path = live;
+                seg
+            }
             None => Segment::create(&self.dir, base, self.segment_bytes)?,
         };
         let seg = self.push_segment(seg);
@@ -244,7 +281,7 @@ impl CommitLog {
                         slot = spare.cv.wait(slot).expect("spare lock");
                     }
                 };
-                let made = Segment::create(&dir, base, len);
+                let made = Segment::create_spare(&dir, base, len);
                 if let Err(e) = &made {
                     log::warn!("could not preallocate segment at {base}: {e}");
                 }
@@ -286,7 +323,11 @@ impl CommitLog {
 
     /// msync of every segment overlapping `[from, to)`.
     pub fn sync_range(&self, from: u64, to: u64) -> io::Result<()> {
-        for seg in self.segments().iter().filter(|s| s.end() > from && s.base < to) {
+        for seg in self
+            .segments()
+            .iter()
+            .filter(|s| s.end() > from && s.base < to)
+        {
             seg.sync_range(from, to)?;
         }
         Ok(())

@@ -41,7 +41,10 @@ impl fmt::Display for StoreError {
             StoreError::DiskFull => write!(f, "disk full: free space is under the reserve"),
             StoreError::UnknownTopic => write!(f, "unknown topic"),
             StoreError::PartitionOutOfRange { partitions } => {
-                write!(f, "partition out of range, the topic has {partitions} partitions")
+                write!(
+                    f,
+                    "partition out of range, the topic has {partitions} partitions"
+                )
             }
             StoreError::OffsetOutOfRange { valid } => {
                 write!(f, "offset out of range, nearest valid offset {valid}")

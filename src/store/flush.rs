@@ -61,7 +61,11 @@ impl FlushCtl {
             if now >= deadline {
                 return false;
             }
-            s = self.durable.wait_timeout(s, deadline - now).expect("flush lock").0;
+            s = self
+                .durable
+                .wait_timeout(s, deadline - now)
+                .expect("flush lock")
+                .0;
         }
         true
     }
@@ -98,7 +102,12 @@ fn run(sh: &Shared) {
         let stop = {
             let mut s = sh.flush.state.lock().expect("flush lock");
             if !s.kicked && !s.stop {
-                s = sh.flush.wake.wait_timeout(s, interval).expect("flush lock").0;
+                s = sh
+                    .flush
+                    .wake
+                    .wait_timeout(s, interval)
+                    .expect("flush lock")
+                    .0;
             }
             s.kicked = false;
             s.stop
@@ -112,9 +121,12 @@ fn run(sh: &Shared) {
                 Ok(()) => {
                     let c = &sh.counters;
                     c.fsyncs.fetch_add(1, Ordering::Relaxed);
-                    c.fsync_last_us.store(began.elapsed().as_micros() as u64, Ordering::Relaxed);
-                    c.records_per_fsync_last.store(records - last_records, Ordering::Relaxed);
-                    c.records_fsynced.fetch_add(records - last_records, Ordering::Relaxed);
+                    c.fsync_last_us
+                        .store(began.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    c.records_per_fsync_last
+                        .store(records - last_records, Ordering::Relaxed);
+                    c.records_fsynced
+                        .fetch_add(records - last_records, Ordering::Relaxed);
                     last_records = records;
                     sh.log.durable_pos.store(target, Ordering::Release);
                     sh.flush.published(target);

@@ -41,7 +41,12 @@ pub struct Entry {
 
 impl Entry {
     pub fn hole() -> Entry {
-        Entry { pos: HOLE_POS, size: 0, tag_hash: 0, store_ts_ms: 0 }
+        Entry {
+            pos: HOLE_POS,
+            size: 0,
+            tag_hash: 0,
+            store_ts_ms: 0,
+        }
     }
     pub fn is_empty(&self) -> bool {
         self.pos == 0 && self.size == 0
@@ -89,7 +94,11 @@ pub struct MapBudget {
 
 impl MapBudget {
     pub fn new(max: usize) -> MapBudget {
-        MapBudget { max: max.max(2), open: AtomicUsize::new(0), ring: Mutex::new(VecDeque::new()) }
+        MapBudget {
+            max: max.max(2),
+            open: AtomicUsize::new(0),
+            ring: Mutex::new(VecDeque::new()),
+        }
     }
 
     pub fn open(&self) -> usize {
@@ -260,7 +269,12 @@ impl PartIndex {
             .into_iter()
             .filter(|&(_, n)| n > 0)
             .map(|(base, n)| {
-                Arc::new(IndexSeg::new(dir.join(fs::name_of(base)), base, n, budget.clone()))
+                Arc::new(IndexSeg::new(
+                    dir.join(fs::name_of(base)),
+                    base,
+                    n,
+                    budget.clone(),
+                ))
             })
             .collect();
         let idx = PartIndex {
@@ -305,7 +319,10 @@ impl PartIndex {
     pub fn entry(&self, n: u64) -> io::Result<Entry> {
         match self.seg_for(n) {
             Some(seg) => seg.read(n),
-            None => Err(io::Error::new(io::ErrorKind::NotFound, "index entry out of range")),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "index entry out of range",
+            )),
         }
     }
 
@@ -364,7 +381,8 @@ impl PartIndex {
     /// Starts an index that has no segment yet at offset `n` (a rebuild whose oldest records
     /// were already deleted by retention).
     pub fn start_empty_at(&self, n: u64) {
-        if self.segs.read().expect("segs lock").is_empty() && self.next.load(Ordering::Acquire) == 0 {
+        if self.segs.read().expect("segs lock").is_empty() && self.next.load(Ordering::Acquire) == 0
+        {
             self.next.store(n, Ordering::Release);
             self.min.store(n, Ordering::Release);
         }
@@ -376,7 +394,15 @@ impl PartIndex {
         while next > n {
             next -= 1;
             self.next.store(next, Ordering::Release);
-            self.write(next, &Entry { pos: 0, size: 0, tag_hash: 0, store_ts_ms: 0 })?;
+            self.write(
+                next,
+                &Entry {
+                    pos: 0,
+                    size: 0,
+                    tag_hash: 0,
+                    store_ts_ms: 0,
+                },
+            )?;
         }
         Ok(())
     }
@@ -452,7 +478,12 @@ mod tests {
     use super::*;
 
     fn e(pos: u64) -> Entry {
-        Entry { pos, size: 100, tag_hash: 7, store_ts_ms: pos as i64 }
+        Entry {
+            pos,
+            size: 100,
+            tag_hash: 7,
+            store_ts_ms: pos as i64,
+        }
     }
 
     #[test]
@@ -491,8 +522,13 @@ mod tests {
         let budget = Arc::new(MapBudget::new(16));
         let parts: Vec<PartIndex> = (0..100)
             .map(|p| {
-                PartIndex::load(&dir.path().join(p.to_string()), 64, budget.clone(), u64::MAX)
-                    .unwrap()
+                PartIndex::load(
+                    &dir.path().join(p.to_string()),
+                    64,
+                    budget.clone(),
+                    u64::MAX,
+                )
+                .unwrap()
             })
             .collect();
         for round in 0..3u64 {

@@ -49,7 +49,9 @@ impl Log {
     }
 
     fn record_at(&self, pos: u64, len: usize) -> Option<&[u8]> {
-        let i = self.segs.partition_point(|(b, m)| b + m.len() as u64 <= pos);
+        let i = self
+            .segs
+            .partition_point(|(b, m)| b + m.len() as u64 <= pos);
         let (base, map) = self.segs.get(i).filter(|(b, _)| *b <= pos)?;
         let at = (pos - base) as usize;
         map.get(at..at + len)
@@ -59,7 +61,10 @@ impl Log {
 /// Verifies every record's CRC along the log and every index entry against its record.
 pub fn verify(dir: &Path) -> io::Result<Report> {
     let log = Log::open(dir)?;
-    let mut rep = Report { segments: log.segs.len(), ..Report::default() };
+    let mut rep = Report {
+        segments: log.segs.len(),
+        ..Report::default()
+    };
     rep.log_start = log.segs.first().map_or(0, |s| s.0);
     'segments: for (i, (base, map)) in log.segs.iter().enumerate() {
         let mut at = 0usize;
@@ -79,11 +84,19 @@ pub fn verify(dir: &Path) -> io::Result<Report> {
                         .find(|&j| matches!(record::read_slot(&map[j..]), Ok(Slot::Record(_))));
                     match later {
                         Some(j) => {
-                            rep.corrupt.push((base + at as u64, base + j as u64, format!("{why:?}")));
+                            rep.corrupt.push((
+                                base + at as u64,
+                                base + j as u64,
+                                format!("{why:?}"),
+                            ));
                             at = j;
                         }
                         None if i + 1 < log.segs.len() && !blank(&map[at..]) => {
-                            rep.corrupt.push((base + at as u64, base + map.len() as u64, format!("{why:?}")));
+                            rep.corrupt.push((
+                                base + at as u64,
+                                base + map.len() as u64,
+                                format!("{why:?}"),
+                            ));
                             continue 'segments;
                         }
                         None => break 'segments,
@@ -104,13 +117,23 @@ pub fn verify(dir: &Path) -> io::Result<Report> {
                 None if e.pos < rep.log_start => continue, // deleted by retention
                 None => Some("points outside the log".to_owned()),
                 Some(Err(why)) => Some(format!("record {why:?}")),
-                Some(Ok(r)) if r.offset != n || r.partition != part || r.topic != topic.as_bytes() => {
-                    Some(format!("points at {}/{}@{}", String::from_utf8_lossy(r.topic), r.partition, r.offset))
+                Some(Ok(r))
+                    if r.offset != n || r.partition != part || r.topic != topic.as_bytes() =>
+                {
+                    Some(format!(
+                        "points at {}/{}@{}",
+                        String::from_utf8_lossy(r.topic),
+                        r.partition,
+                        r.offset
+                    ))
                 }
                 Some(Ok(_)) => None,
             };
             if let Some(p) = problem {
-                rep.index_errors.push(format!("{topic}/{part} offset {n} (position {}): {p}", e.pos));
+                rep.index_errors.push(format!(
+                    "{topic}/{part} offset {n} (position {}): {p}",
+                    e.pos
+                ));
             }
         }
     }
@@ -129,7 +152,9 @@ fn partition_dirs(dir: &Path) -> io::Result<Vec<(String, u32, PathBuf)>> {
     }
     for t in std::fs::read_dir(root)? {
         let t = t?;
-        let Some(topic) = t.file_name().to_str().map(str::to_owned) else { continue };
+        let Some(topic) = t.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
         if !t.path().is_dir() {
             continue;
         }
@@ -148,7 +173,12 @@ fn partition_dirs(dir: &Path) -> io::Result<Vec<(String, u32, PathBuf)>> {
 fn read_index(dir: &Path) -> io::Result<Vec<(u64, Entry)>> {
     let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(fs::parse_name).map(|b| (b, e.path())))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(fs::parse_name)
+                .map(|b| (b, e.path()))
+        })
         .collect();
     files.sort();
     let mut out = Vec::new();
@@ -166,10 +196,21 @@ fn read_index(dir: &Path) -> io::Result<Vec<(u64, Entry)>> {
 }
 
 /// Prints the records of one partition from `from`, at most `count`, one line each.
-pub fn dump(dir: &Path, topic: &str, partition: u32, from: u64, count: u64, out: &mut impl Write) -> io::Result<()> {
+pub fn dump(
+    dir: &Path,
+    topic: &str,
+    partition: u32,
+    from: u64,
+    count: u64,
+    out: &mut impl Write,
+) -> io::Result<()> {
     let log = Log::open(dir)?;
     let idx = read_index(&dir.join("index").join(topic).join(partition.to_string()))?;
-    for (n, e) in idx.into_iter().filter(|(n, _)| *n >= from).take(count as usize) {
+    for (n, e) in idx
+        .into_iter()
+        .filter(|(n, _)| *n >= from)
+        .take(count as usize)
+    {
         if e.is_hole() {
             writeln!(out, "{n}\tHOLE (record lost to corruption)")?;
             continue;

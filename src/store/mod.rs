@@ -55,8 +55,9 @@
 //! # Recovery
 //! A clean shutdown writes a checkpoint marked clean and starts without scanning. Otherwise
 //! the log is scanned from the checkpoint's index-durable position: every record's CRC is
-//! verified and its index entry re-made. At the first invalid or blank slot the rest of the
-//! log is searched for any valid record: if there is none, this is a torn tail and it is cut;
+//! verified and its index entry re-made. At the first invalid or blank slot the log is searched
+//! for a valid record (within 64 MiB, or at the start of a later segment): if there is none,
+//! this is a torn tail and it is cut;
 //! if there is one, the bad bytes are corruption in the middle: they are reported (log and the
 //! `corrupt_records` counter), the partitions' lost offsets become holes that reads answer with
 //! [`StoreError::Corrupt`], and the scan continues. Indexes are then cut to the log's end.
@@ -256,7 +257,9 @@ pub struct Store {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Store {
@@ -274,12 +277,19 @@ impl Store {
         let lock = fs::lock_file(&cfg.dir.join("lock"))?.ok_or(StoreError::Locked)?;
         let dir_file = std::fs::File::open(&cfg.dir)?;
         let log = CommitLog::open(&log_dir, cfg.segment_bytes).map_err(StoreError::BadDataDir)?;
-        let topics =
-            Topics::open(&cfg.dir.join("index"), cfg.index_segment_entries, cfg.index_maps_max)?;
+        let topics = Topics::open(
+            &cfg.dir.join("index"),
+            cfg.index_segment_entries,
+            cfg.index_maps_max,
+        )?;
         let checkpoint = recovery::Checkpoint::read(&cfg.dir);
         if log.last_segment().is_none() {
             let base = checkpoint.as_ref().map_or(0, |c| c.log_end);
-            log.push_segment(commitlog::Segment::create(&log_dir, base, cfg.segment_bytes)?);
+            log.push_segment(commitlog::Segment::create(
+                &log_dir,
+                base,
+                cfg.segment_bytes,
+            )?);
         }
         topics.set_log_min(log.min_pos.load(Ordering::Acquire));
         let (free, _) = fs::space(&cfg.dir)?;
@@ -299,13 +309,21 @@ impl Store {
             cfg,
         });
         let report = recovery::recover(&shared, checkpoint)?;
-        shared.counters.corrupt_records.store(report.corrupt_records, Ordering::Relaxed);
+        shared
+            .counters
+            .corrupt_records
+            .store(report.corrupt_records, Ordering::Relaxed);
         let mut threads = vec![shared.log.start_allocator()];
         if let Some(seg) = shared.log.last_segment() {
             shared.log.request_spare(seg.end());
         }
         threads.push(flush::start(shared.clone()));
-        Ok(Store { shared, threads, _lock: lock, closed: false })
+        Ok(Store {
+            shared,
+            threads,
+            _lock: lock,
+            closed: false,
+        })
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -328,19 +346,30 @@ impl Store {
 
     /// Names of every topic, sorted.
     pub fn topic_names(&self) -> Vec<String> {
-        self.shared.topics.all().iter().map(|t| t.name.clone()).collect()
+        self.shared
+            .topics
+            .all()
+            .iter()
+            .map(|t| t.name.clone())
+            .collect()
     }
 
     /// A partition for a put that lets the broker choose (round-robin per topic).
     pub fn choose_partition(&self, topic: &str) -> Result<u32, StoreError> {
-        let t = self.shared.topics.get(topic).ok_or(StoreError::UnknownTopic)?;
+        let t = self
+            .shared
+            .topics
+            .get(topic)
+            .ok_or(StoreError::UnknownTopic)?;
         Ok(t.next_round_robin())
     }
 
     /// Appends one message; assigns its offset, id and store time.
     pub fn append(&self, msg: &Message<'_>) -> Result<Appended, StoreError> {
         let sh = &*self.shared;
-        let bytes = msg.encoded_bytes().ok_or(StoreError::RecordTooLarge { bytes: usize::MAX })?;
+        let bytes = msg
+            .encoded_bytes()
+            .ok_or(StoreError::RecordTooLarge { bytes: usize::MAX })?;
         if bytes as u64 > sh.cfg.segment_bytes - record::END_MARKER_BYTES as u64 {
             return Err(StoreError::RecordTooLarge { bytes });
         }
@@ -348,15 +377,20 @@ impl Store {
             return Err(StoreError::DiskFull);
         }
         let topic = sh.topics.get(msg.topic).ok_or(StoreError::UnknownTopic)?;
-        let part = topic.partition(msg.partition).ok_or(StoreError::PartitionOutOfRange {
-            partitions: topic.partition_count(),
-        })?;
+        let part = topic
+            .partition(msg.partition)
+            .ok_or(StoreError::PartitionOutOfRange {
+                partitions: topic.partition_count(),
+            })?;
         let idx = sh.topics.index(&part)?;
         let mut w = sh.writer.lock().expect("writer lock");
         let offset = idx.next.load(Ordering::Relaxed);
         idx.prepare(offset).map_err(|e| self.note_io(e))?;
         if w.pos + bytes as u64 > w.seg.end() {
-            let next = sh.log.create_segment(w.seg.end()).map_err(|e| self.note_io(e))?;
+            let next = sh
+                .log
+                .create_segment(w.seg.end())
+                .map_err(|e| self.note_io(e))?;
             let left = (w.seg.end() - w.pos) as usize;
             if left >= record::END_MARKER_BYTES {
                 // SAFETY: writer-only bytes at or past the published write position.
@@ -376,14 +410,21 @@ impl Store {
         // SAFETY: writer-only bytes at or past the published write position, inside the
         // segment (checked above).
         record::encode(unsafe { w.seg.bytes_mut(pos, bytes) }, msg, stamp);
-        let entry = Entry { pos, size: bytes as u32, tag_hash: tag_hash(msg.tag), store_ts_ms: ts };
+        let entry = Entry {
+            pos,
+            size: bytes as u32,
+            tag_hash: tag_hash(msg.tag),
+            store_ts_ms: ts,
+        };
         idx.write(offset, &entry).map_err(|e| self.note_io(e))?;
         idx.next.store(offset + 1, Ordering::Release);
         w.pos = pos + bytes as u64;
         sh.log.write_pos.store(w.pos, Ordering::Release);
         drop(w);
         sh.counters.appended_records.fetch_add(1, Ordering::Relaxed);
-        sh.counters.appended_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        sh.counters
+            .appended_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         topic.appended.fetch_add(1, Ordering::Relaxed);
         if sh.cfg.flush == FlushMode::Async {
             let dirty = pos + bytes as u64 - sh.log.durable_pos.load(Ordering::Relaxed);
@@ -391,7 +432,12 @@ impl Store {
                 sh.flush.kick();
             }
         }
-        Ok(Appended { msg_id: stamp.msg_id, partition: msg.partition, offset, end_pos: pos + bytes as u64 })
+        Ok(Appended {
+            msg_id: stamp.msg_id,
+            partition: msg.partition,
+            offset,
+            end_pos: pos + bytes as u64,
+        })
     }
 
     fn note_io(&self, e: std::io::Error) -> StoreError {
@@ -416,7 +462,9 @@ impl Store {
     /// Blocks until `durable_pos() >= pos` or the timeout passes; true when durable.
     pub fn wait_durable(&self, pos: u64, timeout: Duration) -> bool {
         self.shared.flush.kick();
-        self.shared.flush.wait_durable(&self.shared.log.durable_pos, pos, timeout)
+        self.shared
+            .flush
+            .wait_durable(&self.shared.log.durable_pos, pos, timeout)
     }
 
     /// Calls `f(durable_pos)` from the flush thread after every flush (e.g. to wake an event
@@ -451,10 +499,16 @@ impl Store {
     }
 
     fn index_of(&self, topic: &str, partition: u32) -> Result<Arc<index::PartIndex>, StoreError> {
-        let t = self.shared.topics.get(topic).ok_or(StoreError::UnknownTopic)?;
+        let t = self
+            .shared
+            .topics
+            .get(topic)
+            .ok_or(StoreError::UnknownTopic)?;
         let p = t
             .partition(partition)
-            .ok_or(StoreError::PartitionOutOfRange { partitions: t.partition_count() })?;
+            .ok_or(StoreError::PartitionOutOfRange {
+                partitions: t.partition_count(),
+            })?;
         Ok(self.shared.topics.index(&p)?)
     }
 
@@ -482,7 +536,11 @@ impl Store {
             return Err(StoreError::OffsetOutOfRange { valid: max });
         }
         let log = &self.shared.log;
-        let mut got = ReadOutcome { records: 0, bytes: 0, next_offset: offset };
+        let mut got = ReadOutcome {
+            records: 0,
+            bytes: 0,
+            next_offset: offset,
+        };
         let mut seg: Option<Arc<commitlog::Segment>> = None;
         let limit = max.min(offset + SCAN_ENTRIES_MAX);
         while got.next_offset < limit {
@@ -492,7 +550,10 @@ impl Store {
                 if got.records > 0 {
                     break;
                 }
-                return Err(StoreError::Corrupt { offset: n, next: n + 1 });
+                return Err(StoreError::Corrupt {
+                    offset: n,
+                    next: n + 1,
+                });
             }
             if filter.is_some_and(|f| !f.may_match(e.tag_hash)) {
                 got.next_offset += 1;
@@ -501,13 +562,18 @@ impl Store {
             if got.records > 0 && got.bytes + e.size as usize > max_bytes {
                 break;
             }
-            if !seg.as_ref().is_some_and(|s| s.base <= e.pos && e.pos + e.size as u64 <= s.end()) {
+            if !seg
+                .as_ref()
+                .is_some_and(|s| s.base <= e.pos && e.pos + e.size as u64 <= s.end())
+            {
                 seg = log.segment_at(e.pos);
             }
             let Some(s) = seg.as_ref().filter(|s| e.pos + e.size as u64 <= s.end()) else {
                 // The segment was deleted by retention under us: the record is gone.
                 let min = idx.min.load(Ordering::Acquire);
-                return Err(StoreError::OffsetOutOfRange { valid: min.max(n + 1) });
+                return Err(StoreError::OffsetOutOfRange {
+                    valid: min.max(n + 1),
+                });
             };
             // SAFETY: the entry was published after its record bytes were written, so they
             // are below the write position and never written again; the Arc keeps the map.
@@ -519,8 +585,14 @@ impl Store {
                 if got.records > 0 {
                     break;
                 }
-                log::error!("{topic}/{partition}: corrupt record at offset {n} (position {})", e.pos);
-                return Err(StoreError::Corrupt { offset: n, next: n + 1 });
+                log::error!(
+                    "{topic}/{partition}: corrupt record at offset {n} (position {})",
+                    e.pos
+                );
+                return Err(StoreError::Corrupt {
+                    offset: n,
+                    next: n + 1,
+                });
             };
             got.next_offset += 1;
             if filter.is_some_and(|f| !f.matches(r.tag)) {
@@ -534,7 +606,12 @@ impl Store {
     }
 
     /// The first offset whose record was stored at or after `ts_ms` (max when none).
-    pub fn offset_for_time(&self, topic: &str, partition: u32, ts_ms: i64) -> Result<u64, StoreError> {
+    pub fn offset_for_time(
+        &self,
+        topic: &str,
+        partition: u32,
+        ts_ms: i64,
+    ) -> Result<u64, StoreError> {
         let idx = self.index_of(topic, partition)?;
         let (min, max) = self.offsets(topic, partition)?;
         Ok(idx.search(min, max, |e| !e.is_hole() && e.store_ts_ms >= ts_ms)?)
@@ -551,7 +628,7 @@ impl Store {
             return Err(StoreError::NoSuchMessage);
         }
         let len = log
-            .with_bytes(pos, record::HEADER_BYTES, |h| record::total_len(h))
+            .with_bytes(pos, record::HEADER_BYTES, record::total_len)
             .flatten()
             .ok_or(StoreError::NoSuchMessage)?;
         log.with_bytes(pos, len, |b| record::decode(b).map(|_| b.to_vec()))
@@ -636,5 +713,6 @@ pub fn valid_topic(name: &str) -> bool {
         && b.len() <= 255
         && b[0] != b'.'
         && b[0] != b'-'
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }

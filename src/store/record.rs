@@ -230,7 +230,11 @@ mod tests {
             born_ts_ms: 1_700_000_000_000,
         };
         let mut buf = vec![0; msg.encoded_bytes().unwrap()];
-        let stamp = Stamp { offset: 42, msg_id: 7 << 48 | 4096, store_ts_ms: 1_700_000_000_001 };
+        let stamp = Stamp {
+            offset: 42,
+            msg_id: 7 << 48 | 4096,
+            store_ts_ms: 1_700_000_000_001,
+        };
         encode(&mut buf, &msg, stamp);
         buf
     }
@@ -258,7 +262,10 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = good.clone();
                 bad[byte] ^= 1 << bit;
-                assert!(decode(&bad).is_err(), "flip at byte {byte} bit {bit} not detected");
+                assert!(
+                    decode(&bad).is_err(),
+                    "flip at byte {byte} bit {bit} not detected"
+                );
             }
         }
     }

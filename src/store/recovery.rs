@@ -25,7 +25,8 @@ impl Checkpoint {
     pub fn read(dir: &Path) -> Option<Checkpoint> {
         let text = std::fs::read_to_string(dir.join(FILE)).ok()?;
         let field = |k: &str| -> Option<u64> {
-            text.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')?.trim().parse().ok())
+            text.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix('=')?.trim().parse().ok())
         };
         if field("version")? != 1 {
             return None;
@@ -86,7 +87,11 @@ pub fn recover(sh: &Shared, checkpoint: Option<Checkpoint>) -> Result<Report, St
     log.remove_from(seg.end());
     log.write_pos.store(end, Ordering::Release);
     log.durable_pos.store(end, Ordering::Release);
-    *sh.writer.lock().expect("writer lock") = Writer { seg, pos: end, last_ts_ms: last_ts };
+    *sh.writer.lock().expect("writer lock") = Writer {
+        seg,
+        pos: end,
+        last_ts_ms: last_ts,
+    };
     write_checkpoint(sh, false)?;
     Ok(report)
 }
@@ -132,17 +137,27 @@ fn scan(sh: &Shared, start: u64, report: &mut Report, last_ts: &mut i64) -> Resu
     Ok(())
 }
 
-/// The position of the first valid record after `pos`, anywhere in the rest of the log.
+/// How far past an invalid slot recovery looks for a valid record before calling the rest a
+/// torn tail. Writes are sequential, so valid records after a gap only exist when pages were
+/// written back out of order in a power loss (bounded by the unflushed window) or when a
+/// record was damaged in place; both are far closer than this.
+const LOOKAHEAD_BYTES_MAX: u64 = 64 << 20;
+
+/// The position of the first valid record after `pos`: within [`LOOKAHEAD_BYTES_MAX`], or at
+/// the start of any later segment.
 fn find_valid_after(sh: &Shared, pos: u64) -> Option<u64> {
     let magic = MAGIC_V1.to_be_bytes();
-    let mut from = pos + 1;
+    let horizon = pos + LOOKAHEAD_BYTES_MAX;
     for seg in sh.log.segments().into_iter().filter(|s| s.end() > pos) {
-        from = from.max(seg.base);
+        let from = (pos + 1).max(seg.base);
+        let to = seg
+            .end()
+            .min(horizon.max(seg.base + record::HEADER_BYTES as u64));
         // SAFETY: recovery runs before any reader or writer exists.
         let bytes = unsafe { seg.bytes(seg.base, seg.len as usize) };
-        let mut i = (from - seg.base) as usize;
-        while i + 8 <= bytes.len() {
-            match bytes[i + 4..].iter().position(|&b| b == magic[0]) {
+        let (mut i, end) = ((from - seg.base) as usize, (to - seg.base) as usize);
+        while i + 8 <= end {
+            match bytes[i + 4..end].iter().position(|&b| b == magic[0]) {
                 None => break,
                 Some(k) => i += k,
             }
@@ -166,14 +181,17 @@ fn zero_tail(seg: &super::commitlog::Segment, pos: u64) {
         let to = page_end.min(seg.end());
         // SAFETY: recovery runs before any reader or writer exists.
         let bytes = unsafe { seg.bytes_mut(at, (to - at) as usize) };
-        if at != pos && bytes.iter().all(|&b| b == 0) {
+        if bytes.iter().all(|&b| b == 0) {
             break;
         }
         bytes.fill(0);
         at = to;
     }
     if at > pos {
-        log::warn!("cut a torn commitlog tail of up to {} bytes at {pos}", at - pos);
+        log::warn!(
+            "cut a torn commitlog tail of up to {} bytes at {pos}",
+            at - pos
+        );
     }
 }
 

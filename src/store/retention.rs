@@ -27,7 +27,7 @@ pub fn run(sh: &Shared) -> Result<(), StoreError> {
                 break;
             }
             let newest = first_store_ts(sh, &segs[1]);
-            if !newest.is_some_and(|ts| ts < horizon) || log.remove_oldest().is_none() {
+            if newest.is_none_or(|ts| ts >= horizon) || log.remove_oldest().is_none() {
                 break;
             }
             deleted += 1;
@@ -44,7 +44,9 @@ pub fn run(sh: &Shared) -> Result<(), StoreError> {
         deleted += 1;
     }
     if deleted > 0 {
-        sh.counters.segments_deleted.fetch_add(deleted, Ordering::Relaxed);
+        sh.counters
+            .segments_deleted
+            .fetch_add(deleted, Ordering::Relaxed);
         let min = log.min_pos.load(Ordering::Acquire);
         sh.topics.set_log_min(min);
         for idx in sh.topics.loaded() {
@@ -52,28 +54,44 @@ pub fn run(sh: &Shared) -> Result<(), StoreError> {
         }
     }
     for (topic, &keep_ms) in &sh.cfg.topic_retention_ms {
-        let Some(t) = sh.topics.get(topic) else { continue };
+        let Some(t) = sh.topics.get(topic) else {
+            continue;
+        };
         let horizon = now_ms() - keep_ms as i64;
         for p in t.partitions() {
             let Some(idx) = p.loaded() else { continue };
-            let (min, next) = (idx.min.load(Ordering::Acquire), idx.next.load(Ordering::Acquire));
+            let (min, next) = (
+                idx.min.load(Ordering::Acquire),
+                idx.next.load(Ordering::Acquire),
+            );
             let n = idx.search(min, next, |e| !e.is_hole() && e.store_ts_ms >= horizon)?;
             idx.advance_min(n)?;
         }
     }
     let (free, _) = fs::space(&sh.cfg.dir)?;
     sh.disk_free.store(free, Ordering::Relaxed);
-    sh.disk_full.store(free < sh.cfg.disk_free_reserve_bytes, Ordering::Relaxed);
+    sh.disk_full
+        .store(free < sh.cfg.disk_free_reserve_bytes, Ordering::Relaxed);
     Ok(())
 }
 
 fn longest_retention(sh: &Shared) -> Option<u64> {
     let global = sh.cfg.retention_ms?;
-    Some(sh.cfg.topic_retention_ms.values().copied().fold(global, u64::max))
+    Some(
+        sh.cfg
+            .topic_retention_ms
+            .values()
+            .copied()
+            .fold(global, u64::max),
+    )
 }
 
 /// Store time of the first record of `seg`: an upper bound for every record before it.
 fn first_store_ts(sh: &Shared, seg: &super::commitlog::Segment) -> Option<i64> {
-    let len = sh.log.with_bytes(seg.base, record::HEADER_BYTES, record::total_len)??;
-    sh.log.with_bytes(seg.base, len, |b| record::decode(b).ok().map(|r| r.store_ts_ms))?
+    let len = sh
+        .log
+        .with_bytes(seg.base, record::HEADER_BYTES, record::total_len)??;
+    sh.log.with_bytes(seg.base, len, |b| {
+        record::decode(b).ok().map(|r| r.store_ts_ms)
+    })?
 }

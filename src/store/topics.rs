@@ -40,7 +40,11 @@ impl Topic {
     }
 
     pub fn partition(&self, p: u32) -> Option<Arc<Partition>> {
-        self.partitions.read().expect("partitions lock").get(p as usize).cloned()
+        self.partitions
+            .read()
+            .expect("partitions lock")
+            .get(p as usize)
+            .cloned()
     }
 
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
@@ -86,11 +90,17 @@ impl Topics {
             };
             let meta = entry.path().join(META_FILE);
             let Ok(text) = std::fs::read_to_string(&meta) else {
-                log::warn!("{}: no {META_FILE}; ignoring the directory", entry.path().display());
+                log::warn!(
+                    "{}: no {META_FILE}; ignoring the directory",
+                    entry.path().display()
+                );
                 continue;
             };
             let count = parse_meta(&text).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("bad {}", meta.display()))
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad {}", meta.display()),
+                )
             })?;
             topics.insert(&name, count);
         }
@@ -99,7 +109,9 @@ impl Topics {
 
     fn insert(&self, name: &str, count: u32) -> Arc<Topic> {
         let dir = self.root.join(name);
-        let partitions = (0..count).map(|p| Arc::new(new_partition(&dir, p))).collect();
+        let partitions = (0..count)
+            .map(|p| Arc::new(new_partition(&dir, p)))
+            .collect();
         let topic = Arc::new(Topic {
             name: name.to_owned(),
             dir,
@@ -107,7 +119,10 @@ impl Topics {
             round_robin: AtomicU32::new(0),
             appended: AtomicU64::new(0),
         });
-        self.map.write().expect("topics lock").insert(name.to_owned(), topic.clone());
+        self.map
+            .write()
+            .expect("topics lock")
+            .insert(name.to_owned(), topic.clone());
         topic
     }
 
@@ -116,7 +131,13 @@ impl Topics {
     }
 
     pub fn all(&self) -> Vec<Arc<Topic>> {
-        let mut v: Vec<_> = self.map.read().expect("topics lock").values().cloned().collect();
+        let mut v: Vec<_> = self
+            .map
+            .read()
+            .expect("topics lock")
+            .values()
+            .cloned()
+            .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }

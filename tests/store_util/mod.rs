@@ -20,11 +20,27 @@ pub fn small_config(dir: &Path) -> StoreConfig {
 }
 
 pub fn msg<'a>(topic: &'a str, partition: u32, body: &'a [u8]) -> Message<'a> {
-    Message { topic, partition, flag: 0, tag: b"", props: b"", body, born_ts_ms: 1 }
+    Message {
+        topic,
+        partition,
+        flag: 0,
+        tag: b"",
+        props: b"",
+        body,
+        born_ts_ms: 1,
+    }
 }
 
 pub fn tagged<'a>(topic: &'a str, partition: u32, tag: &'a [u8], body: &'a [u8]) -> Message<'a> {
-    Message { topic, partition, flag: 1, tag, props: b"", body, born_ts_ms: 1 }
+    Message {
+        topic,
+        partition,
+        flag: 1,
+        tag,
+        props: b"",
+        body,
+        born_ts_ms: 1,
+    }
 }
 
 /// Every (offset, body) of a partition from `from`, following next offsets, up to the end

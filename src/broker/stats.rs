@@ -1,0 +1,183 @@
+//! The `stats` command: the broker's counters and every stats item, in the names and order
+//! `protocol.md` ("Statistics") lists.
+
+use super::{Broker, Outcome};
+use crate::config::SETTINGS;
+use crate::protocol::{self, Code, StatsWriter};
+
+/// Event counters of the general `stats` table; `stats reset` zeroes them.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub total_connections: u64,
+    pub rejected_connections: u64,
+    pub cmd_put: u64,
+    pub cmd_get: u64,
+    pub cmd_offset: u64,
+    pub cmd_stats: u64,
+    pub cmd_version: u64,
+    pub get_hits: u64,
+    pub get_misses: u64,
+    pub get_moved: u64,
+    pub put_errors: u64,
+    pub bad_requests: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Store totals at the last reset, so the store's own counters need no reset.
+    base_messages: u64,
+    base_bytes: u64,
+    base_fsyncs: u64,
+    base_records_fsynced: u64,
+    base_corrupt: u64,
+}
+
+impl Counters {
+    pub fn count_reply(&mut self, code: Code) {
+        if matches!(
+            code,
+            Code::BadRequest | Code::PayloadTooLarge | Code::LineTooLong
+        ) {
+            self.bad_requests += 1;
+        }
+    }
+}
+
+const HELP: &[(&str, &str)] = &[
+    ("", "general counters"),
+    ("topics", "per topic: partition and message counts"),
+    (
+        "offsets",
+        "per partition of every topic: min and max offsets",
+    ),
+    (
+        "<topic>",
+        "per partition of that topic: min and max offsets",
+    ),
+    ("settings", "every limit and setting in force"),
+    ("conns", "per connection: address, state, output bytes"),
+    ("reset", "resets the counters"),
+    ("help", "this list"),
+];
+
+impl Broker {
+    pub(super) fn stats(&mut self, item: &str, opaque: Option<i32>, out: &mut Vec<u8>) -> Outcome {
+        let mut w = StatsWriter::new();
+        match item {
+            "" => self.general(&mut w),
+            "topics" => {
+                for t in self.store.topic_names() {
+                    let parts = self.store.partitions(&t).unwrap_or(0);
+                    let held: u64 = (0..parts)
+                        .filter_map(|p| self.store.offsets(&t, p).ok())
+                        .map(|(min, max)| max - min)
+                        .sum();
+                    w.stat(&format!("topic:{t}:partitions"), parts);
+                    w.stat(&format!("topic:{t}:messages"), held);
+                }
+            }
+            "offsets" => {
+                for t in self.store.topic_names() {
+                    self.topic_offsets(&t, &mut w);
+                }
+            }
+            "settings" => {
+                for s in SETTINGS {
+                    w.stat(s.name, (s.get)(&self.cfg));
+                }
+            }
+            "conns" => return Outcome::StatsConns(opaque),
+            "reset" => {
+                self.reset();
+                protocol::write_stats_reset(out, opaque);
+                return Outcome::Done;
+            }
+            "help" => {
+                for (name, what) in HELP {
+                    w.stat(&format!("help:{name}"), what);
+                }
+            }
+            topic if self.store.partitions(topic).is_some() => self.topic_offsets(topic, &mut w),
+            unknown => {
+                if opaque.is_some() {
+                    self.counters.count_reply(Code::BadRequest);
+                }
+                protocol::write_stats_error(out, &format!("unknown stats item {unknown}"), opaque);
+                return Outcome::Done;
+            }
+        }
+        w.finish(out, opaque);
+        Outcome::Done
+    }
+
+    fn topic_offsets(&self, topic: &str, w: &mut StatsWriter) {
+        for p in 0..self.store.partitions(topic).unwrap_or(0) {
+            if let Ok((min, max)) = self.store.offsets(topic, p) {
+                w.stat(&format!("{topic}:{p}:min_offset"), min);
+                w.stat(&format!("{topic}:{p}:max_offset"), max);
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        let s = self.store.stats();
+        self.counters = Counters {
+            base_messages: s.appended_records,
+            base_bytes: s.appended_bytes,
+            base_fsyncs: s.fsyncs,
+            base_records_fsynced: s.records_fsynced,
+            base_corrupt: s.corrupt_records,
+            ..Counters::default()
+        };
+    }
+
+    fn general(&self, w: &mut StatsWriter) {
+        let s = self.store.stats();
+        let c = &self.counters;
+        let fsyncs = s.fsyncs - c.base_fsyncs;
+        let fsynced = s.records_fsynced - c.base_records_fsynced;
+        w.stat("pid", std::process::id());
+        w.stat("uptime", self.uptime_s());
+        w.stat("time", store_now_s());
+        w.stat("version", env!("CARGO_PKG_VERSION"));
+        w.stat("pointer_size", usize::BITS);
+        w.stat("curr_connections", self.curr_connections);
+        w.stat("total_connections", c.total_connections);
+        w.stat("rejected_connections", c.rejected_connections);
+        w.stat("connections_max", self.connections_max);
+        w.stat("cmd_put", c.cmd_put);
+        w.stat("cmd_get", c.cmd_get);
+        w.stat("cmd_offset", c.cmd_offset);
+        w.stat("cmd_stats", c.cmd_stats);
+        w.stat("cmd_version", c.cmd_version);
+        w.stat("get_hits", c.get_hits);
+        w.stat("get_misses", c.get_misses);
+        w.stat("get_moved", c.get_moved);
+        w.stat("put_errors", c.put_errors);
+        w.stat("bad_requests", c.bad_requests);
+        w.stat("bytes_read", c.bytes_read);
+        w.stat("bytes_written", c.bytes_written);
+        w.stat("messages_stored", s.appended_records - c.base_messages);
+        w.stat("bytes_stored", s.appended_bytes - c.base_bytes);
+        w.stat("topics", s.topics);
+        w.stat("partitions", s.partitions);
+        w.stat("commitlog_segments", s.segments);
+        w.stat("commitlog_min_pos", s.min_pos);
+        w.stat("commitlog_max_pos", s.write_pos);
+        w.stat("commitlog_durable_pos", s.durable_pos);
+        w.stat("flush_mode", self.cfg.flush.name());
+        w.stat("fsyncs", fsyncs);
+        w.stat("fsync_last_us", s.fsync_last_us);
+        w.stat("records_per_fsync_last", s.records_per_fsync_last);
+        w.stat(
+            "records_per_fsync_avg",
+            format!("{:.2}", fsynced as f64 / fsyncs.max(1) as f64),
+        );
+        w.stat("disk_free_bytes", s.disk_free_bytes);
+        w.stat("disk_full", s.disk_full as u8);
+        w.stat("corrupt_records", s.corrupt_records - c.base_corrupt);
+        w.stat("index_maps_open", s.index_maps_open);
+    }
+}
+
+fn store_now_s() -> i64 {
+    crate::store::now_ms() / 1000
+}

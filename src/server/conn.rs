@@ -1,0 +1,225 @@
+//! One client connection: its reusable input and output buffers, the input framing state
+//! (lines, bodies to read, bodies or overlong lines to discard), and output held back until
+//! durable (sync mode). No broker logic here; [`super::Server`] drives it.
+
+use mio::net::TcpStream;
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Input bytes read per `read` call at most.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Idle buffers larger than this are given back to the allocator.
+const IDLE_BUFFER_BYTES_MAX: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InState {
+    /// Expecting a header line.
+    Lines,
+    /// Discarding this many more body bytes (oversized or rejected put).
+    SkipBody(usize),
+    /// Discarding the rest of an overlong line up to its `\n`.
+    DiscardLine,
+}
+
+pub struct Conn {
+    pub sock: TcpStream,
+    pub addr: SocketAddr,
+    /// Bytes `[start, filled)` are unprocessed input; `inbuf.len()` is the zeroed capacity.
+    inbuf: Vec<u8>,
+    start: usize,
+    filled: usize,
+    pub state: InState,
+    /// Unprocessed bytes needed before the next attempt (a put waiting for its body).
+    pub need: usize,
+    /// The opaque of the put waiting for its body, for a 408 reply.
+    pub need_opaque: Option<i32>,
+    /// Since when a partial line or body has received no new byte.
+    pub partial_since: Option<Instant>,
+    pub out: Vec<u8>,
+    sent: usize,
+    /// `(start offset in out, durable position)`: the reply starting at that offset, and
+    /// everything after it (replies stay in order), waits until the store is durable up to
+    /// that position.
+    gates: VecDeque<(usize, u64)>,
+    /// Close once the output is sent (quit, timeout, peer closed, shutdown).
+    pub closing: bool,
+    /// Registered for writable events.
+    pub writable_interest: bool,
+}
+
+/// What a fill of the input buffer ended with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fill {
+    /// The socket has no more bytes for now.
+    Drained,
+    /// The buffer reached its cap; more bytes may wait in the socket.
+    Full,
+    /// The peer closed its side.
+    Eof,
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, addr: SocketAddr) -> Conn {
+        Conn {
+            sock,
+            addr,
+            inbuf: Vec::new(),
+            start: 0,
+            filled: 0,
+            state: InState::Lines,
+            need: 0,
+            need_opaque: None,
+            partial_since: None,
+            out: Vec::new(),
+            sent: 0,
+            gates: VecDeque::new(),
+            closing: false,
+            writable_interest: false,
+        }
+    }
+
+    /// Unprocessed input.
+    pub fn input(&self) -> &[u8] {
+        &self.inbuf[self.start..self.filled]
+    }
+
+    /// Unprocessed input and the output buffer, borrowed together.
+    pub fn split(&mut self) -> (&[u8], &mut Vec<u8>) {
+        (&self.inbuf[self.start..self.filled], &mut self.out)
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        assert!(self.start + n <= self.filled);
+        self.start += n;
+    }
+
+    /// Reads from the socket until it would block, the peer closes, or `cap` bytes are
+    /// buffered. Returns the bytes read and how it ended.
+    pub fn fill(&mut self, cap: usize) -> io::Result<(usize, Fill)> {
+        if self.start > 0
+            && (self.start == self.filled || self.filled + READ_CHUNK_BYTES > self.inbuf.len())
+        {
+            self.inbuf.copy_within(self.start..self.filled, 0);
+            self.filled -= self.start;
+            self.start = 0;
+        }
+        let mut total = 0;
+        loop {
+            let room = cap.saturating_sub(self.filled);
+            if room == 0 {
+                return Ok((total, Fill::Full));
+            }
+            let want = (self.filled + room.min(READ_CHUNK_BYTES)).max(self.inbuf.len());
+            if self.inbuf.len() < want {
+                self.inbuf.resize(want, 0);
+            }
+            let end = self.inbuf.len().min(self.filled + room);
+            match self.sock.read(&mut self.inbuf[self.filled..end]) {
+                Ok(0) => return Ok((total, Fill::Eof)),
+                Ok(n) => {
+                    self.filled += n;
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok((total, Fill::Drained))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// After processing: restarts the half-command clock when new bytes arrived (or stops it
+    /// when nothing partial is left), and gives back idle memory.
+    pub fn settle(&mut self, now: Instant, received: bool) {
+        let partial = self.start < self.filled || self.state != InState::Lines;
+        if !partial {
+            self.partial_since = None;
+        } else if received || self.partial_since.is_none() {
+            self.partial_since = Some(now);
+        }
+        if self.start == self.filled {
+            self.start = 0;
+            self.filled = 0;
+            if self.inbuf.len() > IDLE_BUFFER_BYTES_MAX {
+                self.inbuf = Vec::new();
+            }
+        }
+    }
+
+    /// Holds the reply that starts at `start` in the output (and all output after it) until
+    /// the store is durable up to `pos`.
+    pub fn hold_until(&mut self, start: usize, pos: u64) {
+        debug_assert!(start >= self.sent && start <= self.out.len());
+        debug_assert!(self
+            .gates
+            .back()
+            .is_none_or(|&(s, p)| s <= start && p <= pos));
+        self.gates.push_back((start, pos));
+    }
+
+    pub fn has_gates(&self) -> bool {
+        !self.gates.is_empty()
+    }
+
+    /// Reply bytes not yet sent.
+    pub fn unsent(&self) -> usize {
+        self.out.len() - self.sent
+    }
+
+    /// Writes what may be sent (everything not held behind a gate above `durable`).
+    /// Returns the bytes written and whether the socket would block with sendable bytes left.
+    pub fn flush(&mut self, durable: u64) -> io::Result<(usize, bool)> {
+        while self.gates.front().is_some_and(|&(_, pos)| pos <= durable) {
+            self.gates.pop_front();
+        }
+        let sendable = self
+            .gates
+            .front()
+            .map_or(self.out.len(), |&(start, _)| start);
+        let mut total = 0;
+        let mut blocked = false;
+        while self.sent < sendable {
+            match self.sock.write(&self.out[self.sent..sendable]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.sent += n;
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    blocked = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.sent == self.out.len() && self.gates.is_empty() {
+            self.out.clear();
+            self.sent = 0;
+            if self.out.capacity() > IDLE_BUFFER_BYTES_MAX {
+                self.out = Vec::new();
+            }
+        } else if self.sent > self.out.len() / 2 {
+            let sent = self.sent;
+            self.out.drain(..sent);
+            self.sent = 0;
+            for g in self.gates.iter_mut() {
+                g.0 -= sent;
+            }
+        }
+        Ok((total, blocked))
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        if self.closing {
+            "closing"
+        } else if self.unsent() > 0 {
+            "writing"
+        } else {
+            "reading"
+        }
+    }
+}

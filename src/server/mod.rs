@@ -1,0 +1,493 @@
+//! The event loop: one thread, one mio `Poll`, a slab of connections. Reads are drained until
+//! they would block (edge-triggered), requests are framed and handed to the [`Broker`], and
+//! replies are written at once; writable interest is registered only while a write would
+//! block. Timers ride on the poll timeout. Backpressure: a connection whose unsent output
+//! exceeds `output_bytes_max` is not read until it drains, and its input buffer is capped, so
+//! a client that does not read its replies cannot grow the broker's memory.
+//!
+//! Sync flush mode: a put's reply is held (see [`conn::Conn::hold_until`]) until the store's
+//! flush thread reports its group commit through a [`mio::Waker`]; the loop never blocks on
+//! the disk.
+
+mod conn;
+mod signal;
+
+use crate::broker::{Broker, Outcome};
+use crate::protocol::{self, Code, Request, StatsWriter};
+use conn::{Conn, Fill, InState};
+use mio::net::TcpListener;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const SIGNALS: Token = Token(2);
+const FIRST_CONN: usize = 3;
+/// How often timeouts are checked.
+const TICK: Duration = Duration::from_millis(100);
+/// How long a shutdown waits for pending replies to be sent.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// File descriptors kept back from connections (store files, logs, the listener).
+const FDS_RESERVED: u64 = 64;
+
+/// What became of one request line.
+enum Step {
+    /// Handled: the outcome, the body bytes consumed with the line, bytes to skip after.
+    Handled(Outcome, usize, usize),
+    /// A put whose body has not all arrived: bytes needed, its opaque.
+    WaitBody(usize, Option<i32>),
+}
+
+pub struct Server {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    signals: OwnedFd,
+    broker: Broker,
+    conns: Slab<Conn>,
+    connections_max: usize,
+    /// Connections with replies held for durability.
+    held: Vec<usize>,
+    /// A put was held since the last flush request.
+    flush_wanted: bool,
+    stopping: bool,
+}
+
+impl Server {
+    /// Binds the listener and prepares the loop; the bound address is returned.
+    pub fn bind(broker: Broker) -> io::Result<(Server, SocketAddr)> {
+        let cfg = broker.config();
+        let addr: SocketAddr = cfg.listen.parse().map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("--listen {}: {e}", cfg.listen),
+            )
+        })?;
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(addr)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let signals = signal::install()?;
+        poll.registry().register(
+            &mut SourceFd(&signals.as_raw_fd()),
+            SIGNALS,
+            Interest::READABLE,
+        )?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        broker.store().on_durable(Box::new(move |_| {
+            let _ = waker.wake();
+        }));
+        let open_files = signal::raise_open_files();
+        let connections_max = cfg
+            .connections_max
+            .min(open_files.saturating_sub(FDS_RESERVED).max(1) as usize);
+        log::info!(
+            "open-file limit {open_files}: can hold {connections_max} connections (connections_max {})",
+            cfg.connections_max
+        );
+        let bound = listener.local_addr()?;
+        let mut broker = broker;
+        broker.connections_max = connections_max;
+        let server = Server {
+            poll,
+            listener: Some(listener),
+            signals,
+            broker,
+            conns: Slab::new(),
+            connections_max,
+            held: Vec::new(),
+            flush_wanted: false,
+            stopping: false,
+        };
+        Ok((server, bound))
+    }
+
+    /// Runs until SIGINT or SIGTERM, then answers what is in flight, flushes, checkpoints.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut last_tick = Instant::now();
+        let mut stop_deadline = None;
+        loop {
+            if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => self.release_held(),
+                    SIGNALS => self.begin_stop(),
+                    Token(t) => {
+                        let id = t - FIRST_CONN;
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(id);
+                        }
+                        if event.is_writable() {
+                            self.on_writable(id);
+                        }
+                    }
+                }
+            }
+            if self.flush_wanted {
+                self.flush_wanted = false;
+                self.broker.store().request_flush();
+            }
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                self.expire_partial_commands(last_tick);
+            }
+            if self.stopping {
+                let deadline =
+                    *stop_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
+                let pending = self.conns.iter().any(|(_, c)| c.unsent() > 0);
+                if !pending || Instant::now() >= deadline {
+                    break;
+                }
+                self.broker.store().request_flush();
+            }
+        }
+        log::info!("stopping: {} connections closed", self.conns.len());
+        self.conns.clear();
+        self.broker
+            .close()
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    fn begin_stop(&mut self) {
+        let mut buf = [0u8; 16];
+        // SAFETY: reading into a valid local buffer from our own non-blocking pipe.
+        while unsafe { libc::read(self.signals.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }
+            > 0
+        {}
+        if self.stopping {
+            return;
+        }
+        log::info!("signal received: stop accepting, answer what is in flight, flush");
+        self.stopping = true;
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        let ids: Vec<usize> = self.conns.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            if let Some(c) = self.conns.get_mut(id) {
+                c.closing = true;
+            }
+            self.write_out(id);
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            let (mut sock, addr) = match listener.accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log::warn!("accept: {e}");
+                    return;
+                }
+            };
+            if self.conns.len() >= self.connections_max {
+                self.broker.counters.rejected_connections += 1;
+                let mut reply = Vec::new();
+                protocol::write_result(
+                    &mut reply,
+                    Code::Unavailable,
+                    b"too many connections",
+                    protocol::OPAQUE_NONE,
+                );
+                let _ = io::Write::write(&mut sock, &reply);
+                continue;
+            }
+            let _ = sock.set_nodelay(true);
+            let entry = self.conns.vacant_entry();
+            let token = Token(entry.key() + FIRST_CONN);
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut sock, token, Interest::READABLE)
+            {
+                log::warn!("register {addr}: {e}");
+                continue;
+            }
+            entry.insert(Conn::new(sock, addr));
+            self.broker.counters.total_connections += 1;
+            self.broker.curr_connections = self.conns.len();
+        }
+    }
+
+    fn input_cap(&self) -> usize {
+        let l = &self.broker.config().limits;
+        l.line_bytes_max + l.body_bytes_max
+    }
+
+    fn on_readable(&mut self, id: usize) {
+        self.drive(id);
+    }
+
+    fn on_writable(&mut self, id: usize) {
+        self.drive(id);
+    }
+
+    /// Reads, processes and writes until nothing moves: the socket has no more input for now,
+    /// the output is full (backpressure) or blocked, or the connection closed. Every event of
+    /// a connection ends here, so input buffered while its output was full is processed as
+    /// soon as the output drains, whichever event drained it.
+    fn drive(&mut self, id: usize) {
+        let cap = self.input_cap();
+        let output_max = self.broker.config().output_bytes_max;
+        loop {
+            let Some(conn) = self.conns.get_mut(id) else {
+                return;
+            };
+            let mut moved = 0;
+            let mut received = false;
+            let mut eof = false;
+            if !conn.closing && conn.unsent() < output_max {
+                match conn.fill(cap) {
+                    Ok((n, how)) => {
+                        self.broker.counters.bytes_read += n as u64;
+                        moved += n;
+                        received = n > 0;
+                        eof = how == Fill::Eof;
+                    }
+                    Err(_) => return self.close(id),
+                }
+            }
+            let before = self.conns[id].input().len();
+            self.process(id);
+            let Some(conn) = self.conns.get_mut(id) else {
+                return;
+            };
+            moved += before - conn.input().len();
+            conn.settle(Instant::now(), received);
+            if eof {
+                conn.closing = true;
+            }
+            moved += self.write_out(id);
+            if moved == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Frames and handles every complete request in the connection's input.
+    fn process(&mut self, id: usize) {
+        let limits = self.broker.config().limits;
+        let output_max = self.broker.config().output_bytes_max;
+        loop {
+            let Some(conn) = self.conns.get_mut(id) else {
+                return;
+            };
+            if conn.closing || conn.unsent() >= output_max {
+                break;
+            }
+            let avail = conn.input().len();
+            match conn.state {
+                InState::SkipBody(left) => {
+                    let k = left.min(avail);
+                    conn.consume(k);
+                    conn.state = if k == left {
+                        InState::Lines
+                    } else {
+                        InState::SkipBody(left - k)
+                    };
+                    if k < left {
+                        break;
+                    }
+                    continue;
+                }
+                InState::DiscardLine => match conn.input().iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        conn.consume(i + 1);
+                        conn.state = InState::Lines;
+                        continue;
+                    }
+                    None => {
+                        conn.consume(avail);
+                        break;
+                    }
+                },
+                InState::Lines => {}
+            }
+            if avail == 0 || avail < conn.need {
+                break;
+            }
+            let Some((line_len, line_bytes)) = protocol::find_line(conn.input()) else {
+                if avail >= limits.line_bytes_max {
+                    self.broker
+                        .reject(&protocol::line_too_long(&limits), &mut conn.out);
+                    conn.consume(avail);
+                    conn.state = InState::DiscardLine;
+                    continue;
+                }
+                break;
+            };
+            if line_bytes > limits.line_bytes_max {
+                self.broker
+                    .reject(&protocol::line_too_long(&limits), &mut conn.out);
+                conn.consume(line_bytes);
+                continue;
+            }
+            if line_len == 0 {
+                conn.consume(line_bytes); // empty lines are ignored (a stray \r\n after a body)
+                continue;
+            }
+            let (input, out) = conn.split();
+            let reply_start = out.len();
+            let step = match protocol::parse_line(&input[..line_len], &limits) {
+                Err(e) => {
+                    self.broker.reject(&e, out);
+                    Step::Handled(Outcome::Done, 0, e.body_to_skip.unwrap_or(0))
+                }
+                Ok(req) => {
+                    let (body_bytes, skip, opaque) = match &req {
+                        Request::Put(p) => (p.body_bytes, 0, Some(p.opaque)),
+                        Request::Sync { body_bytes, .. } => (0, *body_bytes, None),
+                        _ => (0, 0, None),
+                    };
+                    if input.len() < line_bytes + body_bytes {
+                        Step::WaitBody(line_bytes + body_bytes, opaque)
+                    } else {
+                        let body = &input[line_bytes..line_bytes + body_bytes];
+                        Step::Handled(self.broker.handle(&req, body, out), body_bytes, skip)
+                    }
+                }
+            };
+            let (outcome, body_bytes, skip) = match step {
+                Step::Handled(outcome, body_bytes, skip) => (outcome, body_bytes, skip),
+                Step::WaitBody(need, opaque) => {
+                    conn.need = need;
+                    conn.need_opaque = opaque;
+                    break;
+                }
+            };
+            conn.need = 0;
+            conn.need_opaque = None;
+            conn.consume(line_bytes + body_bytes);
+            if skip > 0 {
+                conn.state = InState::SkipBody(skip);
+            }
+            match outcome {
+                Outcome::Done => {}
+                Outcome::HoldUntilDurable(pos) => {
+                    if !conn.has_gates() {
+                        self.held.push(id);
+                    }
+                    conn.hold_until(reply_start, pos);
+                    self.flush_wanted = true;
+                }
+                Outcome::Close => {
+                    conn.closing = true;
+                    break;
+                }
+                Outcome::StatsConns(opaque) => self.write_conns_stats(id, opaque),
+            }
+        }
+    }
+
+    fn write_conns_stats(&mut self, id: usize, opaque: Option<i32>) {
+        let mut w = StatsWriter::new();
+        for (cid, c) in self.conns.iter() {
+            w.stat(&format!("{cid}:addr"), c.addr);
+            w.stat(&format!("{cid}:state"), c.state_name());
+            w.stat(&format!("{cid}:output_bytes"), c.unsent());
+        }
+        if let Some(conn) = self.conns.get_mut(id) {
+            w.finish(&mut conn.out, opaque);
+        }
+    }
+
+    /// Sends what may be sent; closes the connection when it is done and closing. Returns
+    /// the bytes written.
+    fn write_out(&mut self, id: usize) -> usize {
+        let durable = self.broker.store().durable_pos();
+        let Some(conn) = self.conns.get_mut(id) else {
+            return 0;
+        };
+        let (n, blocked) = match conn.flush(durable) {
+            Ok(r) => r,
+            Err(_) => {
+                self.close(id);
+                return 0;
+            }
+        };
+        self.broker.counters.bytes_written += n as u64;
+        if blocked != conn.writable_interest {
+            let interest = if blocked {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let token = Token(id + FIRST_CONN);
+            if self
+                .poll
+                .registry()
+                .reregister(&mut conn.sock, token, interest)
+                .is_err()
+            {
+                self.close(id);
+                return n;
+            }
+            conn.writable_interest = blocked;
+        }
+        if conn.closing && conn.unsent() == 0 {
+            self.close(id);
+        }
+        n
+    }
+
+    /// The store reported a group commit: send the replies it made durable.
+    fn release_held(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        for id in held {
+            self.drive(id);
+            if self.conns.get(id).is_some_and(|c| c.has_gates()) {
+                self.held.push(id);
+            }
+        }
+    }
+
+    fn expire_partial_commands(&mut self, now: Instant) {
+        let timeout = Duration::from_millis(self.broker.config().half_command_timeout_ms);
+        let output_max = self.broker.config().output_bytes_max;
+        // A connection paused by backpressure is waiting for us, not for its client.
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.closing && c.unsent() < output_max)
+            .filter(|(_, c)| {
+                c.partial_since
+                    .is_some_and(|t| now.duration_since(t) >= timeout)
+            })
+            .map(|(id, _)| id)
+            .collect();
+        for id in expired {
+            let conn = &mut self.conns[id];
+            let text = format!(
+                "command not completed within half_command_timeout_ms {}",
+                timeout.as_millis()
+            );
+            let opaque = conn.need_opaque.unwrap_or(protocol::OPAQUE_NONE);
+            protocol::write_result(&mut conn.out, Code::RequestTimeout, text.as_bytes(), opaque);
+            conn.closing = true;
+            self.write_out(id);
+        }
+    }
+
+    fn close(&mut self, id: usize) {
+        if let Some(mut conn) = self.conns.try_remove(id) {
+            let _ = self.poll.registry().deregister(&mut conn.sock);
+        }
+        self.held.retain(|&h| h != id);
+        self.broker.curr_connections = self.conns.len();
+    }
+}
