@@ -314,8 +314,10 @@ impl Store {
             .corrupt_records
             .store(report.corrupt_records, Ordering::Relaxed);
         let mut threads = vec![shared.log.start_allocator()];
-        if let Some(seg) = shared.log.last_segment() {
-            shared.log.request_spare(seg.end());
+        {
+            let w = shared.writer.lock().expect("writer lock");
+            shared.log.request_warm(w.seg.clone(), w.pos);
+            shared.log.request_spare(w.seg.end());
         }
         threads.push(flush::start(shared.clone()));
         Ok(Store {
@@ -386,6 +388,7 @@ impl Store {
         let mut w = sh.writer.lock().expect("writer lock");
         let offset = idx.next.load(Ordering::Relaxed);
         idx.prepare(offset).map_err(|e| self.note_io(e))?;
+        idx.prefetch_prepared(offset);
         if w.pos + bytes as u64 > w.seg.end() {
             let next = sh
                 .log
@@ -416,7 +419,7 @@ impl Store {
             tag_hash: tag_hash(msg.tag),
             store_ts_ms: ts,
         };
-        idx.write(offset, &entry).map_err(|e| self.note_io(e))?;
+        idx.write_prepared(offset, &entry);
         idx.next.store(offset + 1, Ordering::Release);
         w.pos = pos + bytes as u64;
         sh.log.write_pos.store(w.pos, Ordering::Release);
@@ -425,7 +428,6 @@ impl Store {
         sh.counters
             .appended_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
-        topic.appended.fetch_add(1, Ordering::Relaxed);
         if sh.cfg.flush == FlushMode::Async {
             let dirty = pos + bytes as u64 - sh.log.durable_pos.load(Ordering::Relaxed);
             if dirty >= sh.cfg.flush_dirty_bytes {

@@ -30,8 +30,6 @@ pub struct Topic {
     dir: PathBuf,
     partitions: RwLock<Vec<Arc<Partition>>>,
     round_robin: AtomicU32,
-    /// Messages appended to this topic since start.
-    pub appended: AtomicU64,
 }
 
 impl Topic {
@@ -117,7 +115,6 @@ impl Topics {
             dir,
             partitions: RwLock::new(partitions),
             round_robin: AtomicU32::new(0),
-            appended: AtomicU64::new(0),
         });
         self.map
             .write()

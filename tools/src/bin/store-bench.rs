@@ -1,0 +1,205 @@
+//! store-bench: the store alone, without networking. Measures, in one run so the figures are
+//! comparable as ratios:
+//! - async appends of `--body-bytes` records from one thread into 1 partition, then
+//!   round-robin into `--partitions` partitions (MetaQ 2.0's headline: the second rate should
+//!   stay within 10% of the first);
+//! - sync-mode appends from `--writers` threads each waiting for durability per batch: the
+//!   records covered by one fsync (group commit).
+//!
+//! ```text
+//! cargo run --release -p imago-tools --bin store-bench -- [--dir /tmp] [--records 5000000]
+//!     [--body-bytes 128] [--partitions 10240] [--writers 8] [--batch 16] [--sync-seconds 3]
+//!     [--segment-bytes 67108864] [--rounds 3]
+//! ```
+//! Prints a human summary and one JSON line per measurement.
+
+use imago::store::{FlushMode, Message, Store, StoreConfig};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Args {
+    dir: std::path::PathBuf,
+    records: u64,
+    body_bytes: usize,
+    partitions: u32,
+    writers: u32,
+    batch: u32,
+    sync_seconds: u64,
+    segment_bytes: u64,
+    rounds: u32,
+}
+
+fn parse() -> Args {
+    let mut a = Args {
+        dir: std::env::temp_dir(),
+        records: 5_000_000,
+        body_bytes: 128,
+        partitions: 10_240,
+        writers: 8,
+        batch: 16,
+        sync_seconds: 3,
+        segment_bytes: 64 << 20,
+        rounds: 3,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    for pair in argv.chunks(2) {
+        let v = pair
+            .get(1)
+            .unwrap_or_else(|| panic!("{} needs a value", pair[0]));
+        let n = || {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| panic!("{}: not a number", pair[0]))
+        };
+        match pair[0].as_str() {
+            "--dir" => a.dir = v.into(),
+            "--records" => a.records = n(),
+            "--body-bytes" => a.body_bytes = n() as usize,
+            "--partitions" => a.partitions = n() as u32,
+            "--writers" => a.writers = n() as u32,
+            "--batch" => a.batch = n() as u32,
+            "--sync-seconds" => a.sync_seconds = n(),
+            "--segment-bytes" => a.segment_bytes = n(),
+            "--rounds" => a.rounds = n() as u32,
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+fn config(dir: &std::path::Path, flush: FlushMode, segment_bytes: u64) -> StoreConfig {
+    let mut cfg = StoreConfig::new(dir);
+    cfg.segment_bytes = segment_bytes;
+    cfg.flush = flush;
+    cfg.retention_ms = None;
+    cfg.disk_used_ratio_max = 1.0;
+    cfg.index_maps_max = 32_768;
+    cfg
+}
+
+/// Appends `records` round-robin over `partitions`; returns records per second. Measures the
+/// steady state: every partition's index exists and the writer is past the first segment, in
+/// segments the allocator created and prefaulted ahead (as in a broker that has been running).
+fn append_rate(a: &Args, name: &str, partitions: u32, body: &[u8]) -> f64 {
+    let dir = a
+        .dir
+        .join(format!("imago-store-bench-{}", std::process::id()))
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Store::open(config(&dir, FlushMode::Async, a.segment_bytes)).expect("open store");
+    store.ensure_topic("bench", partitions).expect("topic");
+    let mut i = 0u64;
+    while store.stats().segments < 3 || i < partitions as u64 {
+        store
+            .append(&msg((i % partitions as u64) as u32, body))
+            .expect("append");
+        i += 1;
+    }
+    std::thread::sleep(Duration::from_millis(200)); // let the allocator prefault the spare
+    let records = a.records;
+    let began = Instant::now();
+    for i in 0..records {
+        store
+            .append(&msg((i % partitions as u64) as u32, body))
+            .expect("append");
+    }
+    let rate = records as f64 / began.elapsed().as_secs_f64();
+    store.close().expect("close");
+    let _ = std::fs::remove_dir_all(&dir);
+    rate
+}
+
+fn msg(partition: u32, body: &[u8]) -> Message<'_> {
+    Message {
+        topic: "bench",
+        partition,
+        flag: 0,
+        tag: b"",
+        props: b"",
+        body,
+        born_ts_ms: 0,
+    }
+}
+
+fn main() {
+    let a = parse();
+    let body = vec![b'x'; a.body_bytes];
+    let base = a
+        .dir
+        .join(format!("imago-store-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&base).expect("bench dir");
+
+    let (mut ones, mut wides) = (Vec::new(), Vec::new());
+    for _ in 0..a.rounds {
+        ones.push(append_rate(&a, "one", 1, &body));
+        wides.push(append_rate(&a, "wide", a.partitions, &body));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|x, y| x.total_cmp(y));
+        v[v.len() / 2]
+    };
+    let (one, wide) = (median(&mut ones), median(&mut wides));
+    println!(
+        "async append, 1 partition:        {:>12.0} records/s (median of {:?})",
+        one,
+        ones.iter().map(|r| *r as u64).collect::<Vec<_>>()
+    );
+    println!(
+        "async append, {:>5} partitions:   {:>12.0} records/s ({:.1}% of 1 partition)",
+        a.partitions,
+        wide,
+        100.0 * wide / one
+    );
+    println!(
+        "{{\"bench\":\"store-append\",\"body_bytes\":{},\"records\":{},\"one_partition_per_s\":{one:.0},\"partitions\":{},\"many_partitions_per_s\":{wide:.0},\"ratio\":{:.3}}}",
+        a.body_bytes, a.records, a.partitions, wide / one
+    );
+
+    let dir = base.join("sync");
+    let store =
+        Arc::new(Store::open(config(&dir, FlushMode::Sync, a.segment_bytes)).expect("open store"));
+    store.ensure_topic("bench", a.writers).expect("topic");
+    let deadline = Instant::now() + Duration::from_secs(a.sync_seconds);
+    let began = Instant::now();
+    let threads: Vec<_> = (0..a.writers)
+        .map(|w| {
+            let (store, body) = (store.clone(), body.clone());
+            std::thread::spawn(move || {
+                let mut acked = 0u64;
+                while Instant::now() < deadline {
+                    let mut last = 0;
+                    for _ in 0..a.batch {
+                        last = store.append(&msg(w, &body)).expect("append").end_pos;
+                    }
+                    assert!(
+                        store.wait_durable(last, Duration::from_secs(10)),
+                        "not durable in 10 s"
+                    );
+                    acked += a.batch as u64;
+                }
+                acked
+            })
+        })
+        .collect();
+    let acked: u64 = threads.into_iter().map(|t| t.join().expect("writer")).sum();
+    let secs = began.elapsed().as_secs_f64();
+    let s = store.stats();
+    println!(
+        "sync append, {} writers x batch {}: {:>9.0} durable records/s, {} fsyncs, {:.1} records per fsync, last fsync {} us",
+        a.writers,
+        a.batch,
+        acked as f64 / secs,
+        s.fsyncs,
+        s.records_fsynced as f64 / s.fsyncs.max(1) as f64,
+        s.fsync_last_us
+    );
+    println!(
+        "{{\"bench\":\"store-sync\",\"writers\":{},\"batch\":{},\"durable_per_s\":{:.0},\"fsyncs\":{},\"records_per_fsync\":{:.2}}}",
+        a.writers,
+        a.batch,
+        acked as f64 / secs,
+        s.fsyncs,
+        s.records_fsynced as f64 / s.fsyncs.max(1) as f64
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(&base);
+}
