@@ -48,6 +48,12 @@ pub struct Config {
     pub half_command_timeout_ms: u64,
     pub topics_max: usize,
     pub partitions_per_topic_max: u32,
+    pub wait_ms_max: u32,
+    pub parked_per_connection_max: usize,
+    pub session_timeout_ms: u64,
+    pub members_per_group_max: usize,
+    pub groups_max: usize,
+    pub offsets_flush_interval_ms: u64,
     pub topics: HashMap<String, TopicSettings>,
 }
 
@@ -73,6 +79,12 @@ impl Default for Config {
             half_command_timeout_ms: 30_000,
             topics_max: 10_000,
             partitions_per_topic_max: 65_536,
+            wait_ms_max: 30_000,
+            parked_per_connection_max: 1024,
+            session_timeout_ms: 10_000,
+            members_per_group_max: 1024,
+            groups_max: 10_000,
+            offsets_flush_interval_ms: 1000,
             topics: HashMap::new(),
         }
     }

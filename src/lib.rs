@@ -9,6 +9,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod groups;
 pub mod protocol;
 pub mod server;
 pub mod store;

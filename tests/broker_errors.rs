@@ -76,14 +76,14 @@ fn wrong_token_count_is_400() {
     let mut conn = broker.connect();
     conn.put("tok", 0, b"x", 1);
     let cases: &[(&str, i32)] = &[
-        ("get tok g 0 0 7", 7),        // 5 arguments
-        ("get tok g 0 0 100 1 8", 8),  // 7 arguments
-        ("get", OPAQUE_NONE),          // none
-        ("offset tok g 0 9", 9),       // 4 arguments
-        ("offset tok g 0 0 1 10", 10), // 6 arguments
-        ("put tok 11", 11),            // 2 arguments, no length token
-        ("put", OPAQUE_NONE),          // none
-        ("version 1 12", 12),          // 2 arguments
+        ("get tok g 0 0 7", 7),           // 5 arguments
+        ("get tok g 0 0 100 1 * x 8", 8), // 9 arguments
+        ("get", OPAQUE_NONE),             // none
+        ("offset tok g 0 9", 9),          // 4 arguments
+        ("offset tok g 0 0 1 10", 10),    // 6 arguments
+        ("put tok 11", 11),               // 2 arguments, no length token
+        ("put", OPAQUE_NONE),             // none
+        ("version 1 12", 12),             // 2 arguments
     ];
     for (line, opaque) in cases {
         conn.send(format!("{line}\r\n").as_bytes());

@@ -2,12 +2,15 @@
 //! settings and the counters; it knows nothing of sockets (the server hands it a request, its
 //! body and an output buffer, and acts on the returned [`Outcome`]).
 
+mod groups;
 mod stats;
 
 use crate::config::Config;
+use crate::groups::offsets::OffsetStore;
+use crate::groups::{self as group_state, Groups};
 use crate::protocol::{self, Code, Get, OffsetReq, ParseError, Put, Request};
-use crate::store::{self, Message, Store, StoreError};
-use std::time::Instant;
+use crate::store::{self, Message, Store, StoreError, TagFilter};
+use std::time::{Duration, Instant};
 
 pub use stats::Counters;
 
@@ -16,17 +19,34 @@ pub use stats::Counters;
 pub enum Outcome {
     /// The reply (if any) is in the output buffer.
     Done,
-    /// The reply is in the output buffer but may be sent only once the store's durable
-    /// position reaches this (sync flush mode).
-    HoldUntilDurable(u64),
+    /// A put stored its message (the reply is in the output buffer). In sync flush mode the
+    /// reply may be sent only once the store's durable position reaches `end_pos`; long-poll
+    /// gets parked on the partition can be woken once the message is visible.
+    Stored { partition: u32, end_pos: u64 },
+    /// A long-poll get found nothing to send: no reply was written; park it.
+    Park(Park),
     /// Send what is pending, then close the connection.
     Close,
     /// `stats conns`: the server writes it (it owns the connections).
     StatsConns(Option<i32>),
+    /// The request's group rebalanced (reply written): parked gets of the group are answered.
+    Rebalanced,
+}
+
+/// A long-poll get waiting for a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Park {
+    pub wait: Duration,
+    /// Where to look next (past records a tag filter skipped).
+    pub offset: u64,
+    /// Whether records were skipped: a timeout then answers 301 with `offset`.
+    pub skipped: bool,
 }
 
 pub struct Broker {
     store: Store,
+    groups: Groups,
+    offsets_flusher: Option<std::thread::JoinHandle<()>>,
     cfg: Config,
     pub counters: Counters,
     started: Instant,
@@ -35,6 +55,8 @@ pub struct Broker {
     /// Set by the server: connections open now and the most it accepts.
     pub curr_connections: usize,
     pub connections_max: usize,
+    /// Set by the server: long-poll gets waiting now.
+    pub parked_gets: usize,
 }
 
 impl Broker {
@@ -48,15 +70,27 @@ impl Broker {
                 store.ensure_topic(topic, p)?;
             }
         }
+        let offsets = OffsetStore::open(&cfg.data_dir)?;
+        let offsets_flusher = Some(
+            offsets.start_flusher(Duration::from_millis(cfg.offsets_flush_interval_ms.max(1))),
+        );
+        let limits = group_state::Limits {
+            session_timeout: Duration::from_millis(cfg.session_timeout_ms),
+            members_per_group_max: cfg.members_per_group_max,
+            groups_max: cfg.groups_max,
+        };
         let connections_max = cfg.connections_max;
         Ok(Broker {
             store,
+            groups: Groups::new(limits, offsets),
+            offsets_flusher,
             cfg,
             counters: Counters::default(),
             started: Instant::now(),
             scratch: Vec::new(),
             curr_connections: 0,
             connections_max,
+            parked_gets: 0,
         })
     }
 
@@ -68,8 +102,13 @@ impl Broker {
         &self.cfg
     }
 
-    /// Flushes and checkpoints the store.
-    pub fn close(self) -> Result<(), StoreError> {
+    /// Writes the committed offsets, flushes and checkpoints the store.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.groups.offsets.stop();
+        if let Some(t) = self.offsets_flusher.take() {
+            let _ = t.join();
+        }
+        self.groups.offsets.flush()?;
         self.store.close()
     }
 
@@ -89,8 +128,7 @@ impl Broker {
             }
             Request::Get(g) => {
                 c.cmd_get += 1;
-                self.get(g, out);
-                Outcome::Done
+                self.get(g, out)
             }
             Request::Offset(o) => {
                 c.cmd_offset += 1;
@@ -126,6 +164,25 @@ impl Broker {
                 );
                 Outcome::Done
             }
+            Request::Commit(r) => {
+                c.cmd_commit += 1;
+                self.commit(r, out);
+                Outcome::Done
+            }
+            Request::Fetch(r) => {
+                self.fetch(r, out);
+                Outcome::Done
+            }
+            Request::Join(r) => {
+                c.cmd_join += 1;
+                self.join(r, out)
+            }
+            Request::Heartbeat(r) => {
+                c.cmd_heartbeat += 1;
+                self.heartbeat(r, out)
+            }
+            Request::Leave(r) => self.leave(r, out),
+            Request::Reset(r) => self.reset(r, out),
         }
     }
 
@@ -138,9 +195,9 @@ impl Broker {
         match self.try_put(p, body) {
             Ok(a) => {
                 protocol::write_put_ok(out, a.msg_id, a.partition, a.offset, p.opaque);
-                match self.cfg.flush {
-                    store::FlushMode::Sync => Outcome::HoldUntilDurable(a.end_pos),
-                    store::FlushMode::Async => Outcome::Done,
+                Outcome::Stored {
+                    partition: a.partition,
+                    end_pos: a.end_pos,
                 }
             }
             Err((code, text)) => {
@@ -216,27 +273,59 @@ impl Broker {
         Ok(n)
     }
 
-    fn get(&mut self, g: &Get<'_>, out: &mut Vec<u8>) {
+    /// Answers a get, or (long poll, nothing to send) returns [`Outcome::Park`] without a reply.
+    pub fn get(&mut self, g: &Get<'_>, out: &mut Vec<u8>) -> Outcome {
         let max = (g.max_bytes as usize).min(self.cfg.get_bytes_max);
+        let filter = g.tags.as_ref().map(|tags| TagFilter::new(tags));
         self.scratch.clear();
-        let got =
-            self.store
-                .read_into(g.topic, g.partition, g.offset, max, None, &mut self.scratch);
-        match got {
+        let got = self.store.read_into(
+            g.topic,
+            g.partition,
+            g.offset,
+            max,
+            filter.as_ref(),
+            &mut self.scratch,
+        );
+        let outcome = match got {
             Ok(r) if r.records > 0 => {
                 self.counters.get_hits += 1;
                 protocol::write_value_header(out, self.scratch.len(), g.opaque);
                 out.extend_from_slice(&self.scratch);
+                Outcome::Done
             }
-            Ok(_) => {
-                self.counters.get_misses += 1;
-                let text = format!("no message at offset {}", g.offset);
-                self.reply(out, Code::NotFound, &text, g.opaque);
+            Ok(r) if g.wait_ms > 0 => Outcome::Park(Park {
+                wait: Duration::from_millis(g.wait_ms.min(self.cfg.wait_ms_max) as u64),
+                offset: r.next_offset,
+                skipped: r.next_offset > g.offset,
+            }),
+            Ok(r) => {
+                self.answer_empty(g, r.next_offset, r.next_offset > g.offset, out);
+                Outcome::Done
             }
-            Err(e) => self.read_error(&e, g.topic, g.partition, g.opaque, out),
-        }
+            Err(e) => {
+                self.read_error(&e, g.topic, g.partition, g.opaque, out);
+                Outcome::Done
+            }
+        };
         if self.scratch.capacity() > 4 * self.cfg.get_bytes_max {
             self.scratch = Vec::new();
+        }
+        outcome
+    }
+
+    /// The reply to a get with nothing to send: 301 past skipped records, else 404.
+    pub fn answer_empty(&mut self, g: &Get<'_>, next: u64, skipped: bool, out: &mut Vec<u8>) {
+        if skipped {
+            self.counters.get_moved += 1;
+            self.reply(out, Code::Moved, &next.to_string(), g.opaque);
+        } else {
+            self.counters.get_misses += 1;
+            self.reply(
+                out,
+                Code::NotFound,
+                &format!("no message at offset {}", g.offset),
+                g.opaque,
+            );
         }
     }
 

@@ -15,6 +15,9 @@ pub struct Counters {
     pub cmd_offset: u64,
     pub cmd_stats: u64,
     pub cmd_version: u64,
+    pub cmd_commit: u64,
+    pub cmd_join: u64,
+    pub cmd_heartbeat: u64,
     pub get_hits: u64,
     pub get_misses: u64,
     pub get_moved: u64,
@@ -54,6 +57,11 @@ const HELP: &[(&str, &str)] = &[
     ),
     ("settings", "every limit and setting in force"),
     ("conns", "per connection: address, state, output bytes"),
+    (
+        "groups",
+        "per consumer group, topic and partition: committed offset, lag, owner",
+    ),
+    ("group:<group>", "the same for one group"),
     ("reset", "resets the counters"),
     ("help", "this list"),
 ];
@@ -85,8 +93,10 @@ impl Broker {
                 }
             }
             "conns" => return Outcome::StatsConns(opaque),
+            "groups" => self.groups_stats(None, &mut w),
+            item if item.starts_with("group:") => self.groups_stats(Some(&item[6..]), &mut w),
             "reset" => {
-                self.reset();
+                self.reset_counters();
                 protocol::write_stats_reset(out, opaque);
                 return Outcome::Done;
             }
@@ -117,7 +127,7 @@ impl Broker {
         }
     }
 
-    fn reset(&mut self) {
+    fn reset_counters(&mut self) {
         let s = self.store.stats();
         self.counters = Counters {
             base_messages: s.appended_records,
@@ -148,6 +158,9 @@ impl Broker {
         w.stat("cmd_offset", c.cmd_offset);
         w.stat("cmd_stats", c.cmd_stats);
         w.stat("cmd_version", c.cmd_version);
+        w.stat("cmd_commit", c.cmd_commit);
+        w.stat("cmd_join", c.cmd_join);
+        w.stat("cmd_heartbeat", c.cmd_heartbeat);
         w.stat("get_hits", c.get_hits);
         w.stat("get_misses", c.get_misses);
         w.stat("get_moved", c.get_moved);
@@ -175,6 +188,8 @@ impl Broker {
         w.stat("disk_full", s.disk_full as u8);
         w.stat("corrupt_records", s.corrupt_records - c.base_corrupt);
         w.stat("index_maps_open", s.index_maps_open);
+        w.stat("groups", self.groups.offsets.key_count());
+        w.stat("parked_gets", self.parked_gets);
     }
 }
 

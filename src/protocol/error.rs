@@ -15,6 +15,8 @@ pub enum Code {
     BadRequest = 400,
     Forbidden = 403,
     NotFound = 404,
+    /// Stale generation, not the owner, unknown member, group mode clash.
+    Conflict = 409,
     /// A half-sent line or body timed out; the connection is then closed.
     RequestTimeout = 408,
     /// Put body over body_bytes_max; the body is skipped by its declared length.
@@ -43,6 +45,7 @@ impl Code {
             Code::BadRequest => "Bad Request",
             Code::Forbidden => "Forbidden",
             Code::NotFound => "Not Found",
+            Code::Conflict => "Conflict",
             Code::RequestTimeout => "Request Timeout",
             Code::PayloadTooLarge => "Payload Too Large",
             Code::LineTooLong => "Line Too Long",

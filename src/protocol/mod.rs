@@ -15,6 +15,7 @@
 //! Nothing here panics on any input, and nothing allocates per request except error messages.
 
 pub mod error;
+pub mod group;
 pub mod limits;
 pub mod name;
 pub mod put_body;
@@ -24,13 +25,14 @@ pub mod stats;
 pub mod token;
 
 pub use error::{line_too_long, Code, ParseError};
+pub use group::{Commit, Fetch, Join, Member, Mode, Reset, ResetTarget, Start};
 pub use limits::Limits;
 pub use name::is_valid_name;
 pub use put_body::{
     checksum, parse_properties, split_put_body, PutBody, FLAG_ATTRIBUTE, FLAG_PROPERTIES,
 };
 pub use reply::{write_error, write_put_ok, write_result, write_value_header};
-pub use request::{find_line, parse_line, Get, OffsetReq, Put, Request};
+pub use request::{find_line, parse_line, Get, OffsetReq, Put, Request, GET_TAGS_MAX};
 pub use stats::{write_stats_error, write_stats_reset, StatsWriter};
 
 /// The opaque used when a request carries none (`stats`, `version` without one, or an error

@@ -5,6 +5,10 @@
 //! Verbs are matched as whole, case-sensitive words, never by their first character.
 
 use super::error::{line_too_long, Code, ParseError};
+use super::group::{
+    parse_commit, parse_fetch, parse_join, parse_member, parse_reset, Commit, Fetch, Join, Member,
+    Reset,
+};
 use super::limits::Limits;
 use super::name::check_name;
 use super::token::{int32, non_negative_int32, shown, text, uint64, Tokens};
@@ -36,6 +40,12 @@ pub enum Request<'a> {
         body_bytes: usize,
         opaque: i32,
     },
+    Commit(Commit<'a>),
+    Fetch(Fetch<'a>),
+    Join(Join<'a>),
+    Heartbeat(Member<'a>),
+    Leave(Member<'a>),
+    Reset(Reset<'a>),
 }
 
 impl Request<'_> {
@@ -50,6 +60,12 @@ impl Request<'_> {
             Request::Quit => "quit",
             Request::Transaction { .. } => "transaction",
             Request::Sync { .. } => "sync",
+            Request::Commit(_) => "commit",
+            Request::Fetch(_) => "fetch",
+            Request::Join(_) => "join",
+            Request::Heartbeat(_) => "heartbeat",
+            Request::Leave(_) => "leave",
+            Request::Reset(_) => "reset",
         }
     }
 }
@@ -71,7 +87,7 @@ pub struct Put<'a> {
     pub opaque: i32,
 }
 
-/// `get <topic> <group> <partition> <offset> <maxSize> <opaque>`
+/// `get <topic> <group> <partition> <offset> <maxSize> [<waitMs> [<tags>]] <opaque>`
 #[derive(Debug, PartialEq)]
 pub struct Get<'a> {
     pub topic: &'a str,
@@ -81,8 +97,16 @@ pub struct Get<'a> {
     pub offset: u64,
     /// 1..=i32::MAX as sent; the broker clamps it to `get_bytes_max`.
     pub max_bytes: u32,
+    /// How long to wait when caught up (long polling); 0 = answer at once. The broker clamps
+    /// it to `wait_ms_max`.
+    pub wait_ms: u32,
+    /// The tags wanted (`*` or absent: every message).
+    pub tags: Option<Vec<&'a [u8]>>,
     pub opaque: i32,
 }
+
+/// Most tags one get may ask for.
+pub const GET_TAGS_MAX: usize = 32;
 
 /// `offset <topic> <group> <partition> <offset> <opaque>`
 #[derive(Debug, PartialEq)]
@@ -127,6 +151,12 @@ pub fn parse_line<'a>(line: &'a [u8], limits: &Limits) -> Result<Request<'a>, Pa
         b"quit" => parse_quit(&tokens),
         b"transaction" => parse_transaction(&tokens),
         b"sync" => parse_sync(&tokens),
+        b"commit" => parse_commit(&tokens, limits),
+        b"fetch" => parse_fetch(&tokens, limits),
+        b"join" => parse_join(&tokens, limits),
+        b"heartbeat" => parse_member(&tokens, limits, false).map(Request::Heartbeat),
+        b"leave" => parse_member(&tokens, limits, true).map(Request::Leave),
+        b"reset" => parse_reset(&tokens, limits),
         b"" if tokens.count() == 1 => Err(Reject::new(&tokens, None).bad("empty request line")),
         verb => {
             let message = format!("unknown command {}", shown(verb));
@@ -136,13 +166,13 @@ pub fn parse_line<'a>(line: &'a [u8], limits: &Limits) -> Result<Request<'a>, Pa
 }
 
 /// What every error reply to one line shares: its opaque and the body to skip.
-struct Reject {
+pub(super) struct Reject {
     opaque: i32,
     body_to_skip: Option<usize>,
 }
 
 impl Reject {
-    fn new(tokens: &Tokens<'_>, body_to_skip: Option<usize>) -> Self {
+    pub(super) fn new(tokens: &Tokens<'_>, body_to_skip: Option<usize>) -> Self {
         Reject {
             opaque: tokens.error_opaque(),
             body_to_skip,
@@ -158,16 +188,16 @@ impl Reject {
         }
     }
 
-    fn bad(&self, message: impl Into<String>) -> ParseError {
+    pub(super) fn bad(&self, message: impl Into<String>) -> ParseError {
         self.with(Code::BadRequest, message)
     }
 
-    fn count(&self, verb: &str, expected: &str, tokens: &Tokens<'_>) -> ParseError {
+    pub(super) fn count(&self, verb: &str, expected: &str, tokens: &Tokens<'_>) -> ParseError {
         self.bad(format!("{verb} takes {expected}, got {}", tokens.count()))
     }
 
     /// `bad <field> '<token>': must be <range>`.
-    fn field(&self, field: &str, token: &[u8], range: &str) -> ParseError {
+    pub(super) fn field(&self, field: &str, token: &[u8], range: &str) -> ParseError {
         self.bad(format!("bad {field} {}: must be {range}", shown(token)))
     }
 }
@@ -176,21 +206,21 @@ const RANGE_INT32: &str = "an int32, -2147483648 to 2147483647";
 const RANGE_PARTITION: &str = "0 to 2147483647";
 const RANGE_OFFSET: &str = "0 to 18446744073709551615";
 
-fn opaque(reject: &Reject, tokens: &Tokens<'_>) -> Result<i32, ParseError> {
+pub(super) fn opaque(reject: &Reject, tokens: &Tokens<'_>) -> Result<i32, ParseError> {
     int32(tokens.last()).ok_or_else(|| reject.field("opaque", tokens.last(), RANGE_INT32))
 }
 
-fn partition(reject: &Reject, token: &[u8]) -> Result<u32, ParseError> {
+pub(super) fn partition(reject: &Reject, token: &[u8]) -> Result<u32, ParseError> {
     non_negative_int32(token)
         .and_then(|value| u32::try_from(value).ok())
         .ok_or_else(|| reject.field("partition", token, RANGE_PARTITION))
 }
 
-fn offset(reject: &Reject, token: &[u8]) -> Result<u64, ParseError> {
+pub(super) fn offset(reject: &Reject, token: &[u8]) -> Result<u64, ParseError> {
     uint64(token).ok_or_else(|| reject.field("offset", token, RANGE_OFFSET))
 }
 
-fn name<'a>(
+pub(super) fn name<'a>(
     reject: &Reject,
     kind: &str,
     token: &'a [u8],
@@ -284,10 +314,12 @@ fn tx_key<'a>(reject: &Reject, token: &'a [u8]) -> Result<&'a str, ParseError> {
 }
 
 // get <topic> <group> <partition> <offset> <maxSize> <opaque>
+// get <topic> <group> <partition> <offset> <maxSize> <waitMs> <opaque>
+// get <topic> <group> <partition> <offset> <maxSize> <waitMs> <tags> <opaque>
 fn parse_get<'a>(tokens: &Tokens<'a>, limits: &Limits) -> Result<Request<'a>, ParseError> {
     let reject = Reject::new(tokens, None);
-    if tokens.count() != 7 {
-        return Err(reject.count("get", "7 tokens", tokens));
+    if !(7..=9).contains(&tokens.count()) {
+        return Err(reject.count("get", "7 to 9 tokens", tokens));
     }
     let topic = name(&reject, "topic", tokens.get(1), limits)?;
     let group = name(&reject, "group", tokens.get(2), limits)?;
@@ -299,6 +331,16 @@ fn parse_get<'a>(tokens: &Tokens<'a>, limits: &Limits) -> Result<Request<'a>, Pa
         Some(value) => return Err(reject.bad(format!("bad maxSize {value}"))),
         None => return Err(reject.field("maxSize", tokens.get(5), "1 to 2147483647")),
     };
+    let wait_ms = match tokens.count() {
+        7 => 0,
+        _ => non_negative_int32(tokens.get(6))
+            .map(|v| v as u32)
+            .ok_or_else(|| reject.field("waitMs", tokens.get(6), "0 to 2147483647"))?,
+    };
+    let tags = match tokens.count() {
+        9 => get_tags(&reject, tokens.get(7))?,
+        _ => None,
+    };
     let opaque = opaque(&reject, tokens)?;
     Ok(Request::Get(Get {
         topic,
@@ -306,8 +348,29 @@ fn parse_get<'a>(tokens: &Tokens<'a>, limits: &Limits) -> Result<Request<'a>, Pa
         partition,
         offset,
         max_bytes,
+        wait_ms,
+        tags,
         opaque,
     }))
+}
+
+/// `*` (None: every message) or `tag1||tag2||...`.
+fn get_tags<'a>(reject: &Reject, token: &'a [u8]) -> Result<Option<Vec<&'a [u8]>>, ParseError> {
+    if token == b"*" {
+        return Ok(None);
+    }
+    let tags: Vec<&[u8]> = token
+        .split(|&b| b == b'|')
+        .filter(|t| !t.is_empty())
+        .collect();
+    let well_formed = token.windows(2).filter(|w| w == b"||").count() + 1 == tags.len()
+        && !token.starts_with(b"|")
+        && !token.ends_with(b"|");
+    if tags.is_empty() || tags.len() > GET_TAGS_MAX || !well_formed {
+        let range = "* or 1 to 32 tags joined by ||";
+        return Err(reject.field("tags", token, range));
+    }
+    Ok(Some(tags))
 }
 
 // offset <topic> <group> <partition> <offset> <opaque>
@@ -725,6 +788,8 @@ mod tests {
                 offset: 58,
                 max_bytes: 1_048_576,
                 opaque: 6,
+                wait_ms: 0,
+                tags: None,
             }))
         );
     }
@@ -773,7 +838,14 @@ mod tests {
 
     #[test]
     fn get_with_wrong_token_count_says_how_many() {
-        assert_eq!(error("get t g 0 0 10").message, "get takes 7 tokens, got 6");
+        assert_eq!(
+            error("get t g 0 0 10").message,
+            "get takes 7 to 9 tokens, got 6"
+        );
+        assert_eq!(
+            error("get t g 0 0 10 5 * 1 9").message,
+            "get takes 7 to 9 tokens, got 10"
+        );
     }
 
     #[test]

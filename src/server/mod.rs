@@ -10,6 +10,7 @@
 //! the disk.
 
 mod conn;
+mod park;
 mod signal;
 
 use crate::broker::{Broker, Outcome};
@@ -18,6 +19,7 @@ use conn::{Conn, Fill, InState};
 use mio::net::TcpListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
+use park::{Parked, Parking};
 use slab::Slab;
 use std::io;
 use std::net::SocketAddr;
@@ -38,8 +40,9 @@ const FDS_RESERVED: u64 = 64;
 
 /// What became of one request line.
 enum Step {
-    /// Handled: the outcome, the body bytes consumed with the line, bytes to skip after.
-    Handled(Outcome, usize, usize),
+    /// Handled: the outcome, the body bytes consumed with the line, bytes to skip after, and the
+    /// group whose parked gets must be answered (after a rebalance).
+    Handled(Outcome, usize, usize, Option<String>),
     /// A put whose body has not all arrived: bytes needed, its opaque.
     WaitBody(usize, Option<i32>),
 }
@@ -55,6 +58,10 @@ pub struct Server {
     held: Vec<usize>,
     /// A put was held since the last flush request.
     flush_wanted: bool,
+    parking: Parking,
+    /// Connections given replies outside their own events (woken long polls): driven at the
+    /// end of the loop iteration.
+    to_drive: Vec<usize>,
     stopping: bool,
 }
 
@@ -102,6 +109,8 @@ impl Server {
             connections_max,
             held: Vec::new(),
             flush_wanted: false,
+            parking: Parking::default(),
+            to_drive: Vec::new(),
             stopping: false,
         };
         Ok((server, bound))
@@ -113,7 +122,10 @@ impl Server {
         let mut last_tick = Instant::now();
         let mut stop_deadline = None;
         loop {
-            if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
+            let timeout = self.parking.next_deadline().map_or(TICK, |d| {
+                d.saturating_duration_since(Instant::now()).min(TICK)
+            });
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
@@ -138,9 +150,20 @@ impl Server {
                 self.flush_wanted = false;
                 self.broker.store().request_flush();
             }
+            self.service_parked();
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 self.expire_partial_commands(last_tick);
+                for group in self.broker.expire_members() {
+                    let parked = self.parking.take_group(&group);
+                    self.answer_parked(parked, false);
+                }
+            }
+            let mut to_drive = std::mem::take(&mut self.to_drive);
+            to_drive.sort_unstable();
+            to_drive.dedup();
+            for id in to_drive {
+                self.drive(id);
             }
             if self.stopping {
                 let deadline =
@@ -170,6 +193,8 @@ impl Server {
         }
         log::info!("signal received: stop accepting, answer what is in flight, flush");
         self.stopping = true;
+        let parked = self.parking.take_all();
+        self.answer_parked(parked, false);
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
@@ -283,6 +308,8 @@ impl Server {
     fn process(&mut self, id: usize) {
         let limits = self.broker.config().limits;
         let output_max = self.broker.config().output_bytes_max;
+        let parked_max = self.broker.config().parked_per_connection_max;
+        let sync = self.broker.config().flush == crate::store::FlushMode::Sync;
         loop {
             let Some(conn) = self.conns.get_mut(id) else {
                 return;
@@ -346,7 +373,7 @@ impl Server {
             let step = match protocol::parse_line(&input[..line_len], &limits) {
                 Err(e) => {
                     self.broker.reject(&e, out);
-                    Step::Handled(Outcome::Done, 0, e.body_to_skip.unwrap_or(0))
+                    Step::Handled(Outcome::Done, 0, e.body_to_skip.unwrap_or(0), None)
                 }
                 Ok(req) => {
                     let (body_bytes, skip, opaque) = match &req {
@@ -358,12 +385,42 @@ impl Server {
                         Step::WaitBody(line_bytes + body_bytes, opaque)
                     } else {
                         let body = &input[line_bytes..line_bytes + body_bytes];
-                        Step::Handled(self.broker.handle(&req, body, out), body_bytes, skip)
+                        let outcome = self.broker.handle(&req, body, out);
+                        let mut woken_group = None;
+                        let outcome = match (&req, outcome) {
+                            (Request::Put(p), Outcome::Stored { partition, end_pos }) => {
+                                self.parking.note_stored(p.topic, partition, end_pos);
+                                outcome
+                            }
+                            (Request::Get(g), Outcome::Park(park)) => {
+                                if self.parking.count(id) >= parked_max {
+                                    self.broker.answer_empty(g, park.offset, park.skipped, out);
+                                } else {
+                                    let deadline = Instant::now() + park.wait;
+                                    self.parking.park(Parked::new(
+                                        g,
+                                        id,
+                                        park.offset,
+                                        park.skipped,
+                                        deadline,
+                                    ));
+                                }
+                                Outcome::Done
+                            }
+                            (req, Outcome::Rebalanced) => {
+                                woken_group = request_group(req).map(str::to_owned);
+                                Outcome::Done
+                            }
+                            _ => outcome,
+                        };
+                        Step::Handled(outcome, body_bytes, skip, woken_group)
                     }
                 }
             };
-            let (outcome, body_bytes, skip) = match step {
-                Step::Handled(outcome, body_bytes, skip) => (outcome, body_bytes, skip),
+            let (outcome, body_bytes, skip, woken_group) = match step {
+                Step::Handled(outcome, body_bytes, skip, group) => {
+                    (outcome, body_bytes, skip, group)
+                }
                 Step::WaitBody(need, opaque) => {
                     conn.need = need;
                     conn.need_opaque = opaque;
@@ -377,12 +434,11 @@ impl Server {
                 conn.state = InState::SkipBody(skip);
             }
             match outcome {
-                Outcome::Done => {}
-                Outcome::HoldUntilDurable(pos) => {
+                Outcome::Stored { end_pos, .. } if sync => {
                     if !conn.has_gates() {
                         self.held.push(id);
                     }
-                    conn.hold_until(reply_start, pos);
+                    conn.hold_until(reply_start, end_pos);
                     self.flush_wanted = true;
                 }
                 Outcome::Close => {
@@ -390,7 +446,60 @@ impl Server {
                     break;
                 }
                 Outcome::StatsConns(opaque) => self.write_conns_stats(id, opaque),
+                _ => {}
             }
+            if let Some(group) = woken_group {
+                let parked = self.parking.take_group(&group);
+                self.answer_parked(parked, false);
+            }
+        }
+        self.broker.parked_gets = self.parking.total();
+    }
+
+    /// Runs parked gets again and answers them: with records if any arrived, else (when
+    /// `keep` is false, or their wait is over) with the empty reply. Those still waiting
+    /// when `keep` is true are parked again.
+    fn answer_parked(&mut self, parked: Vec<Parked>, keep: bool) {
+        let now = Instant::now();
+        let mut touched = Vec::new();
+        for mut p in parked {
+            let Some(conn) = self.conns.get_mut(p.conn) else {
+                continue;
+            };
+            match self.broker.get(&p.retry(), &mut conn.out) {
+                Outcome::Park(park) if keep && p.deadline > now => {
+                    p.offset = park.offset;
+                    p.skipped |= park.skipped;
+                    self.parking.park(p);
+                    continue;
+                }
+                Outcome::Park(park) => {
+                    let skipped = p.skipped || park.skipped;
+                    self.broker
+                        .answer_empty(&p.asked(), park.offset, skipped, &mut conn.out);
+                }
+                _ => {}
+            }
+            touched.push(p.conn);
+        }
+        self.to_drive.extend(touched);
+        self.broker.parked_gets = self.parking.total();
+    }
+
+    /// Answers parked gets whose partitions got visible messages, whose wait is over, or whose
+    /// group rebalanced because members expired.
+    fn service_parked(&mut self) {
+        if self.parking.has_stored() {
+            let visible = match self.broker.config().flush {
+                crate::store::FlushMode::Sync => self.broker.store().durable_pos(),
+                crate::store::FlushMode::Async => u64::MAX,
+            };
+            let woken = self.parking.take_woken(visible);
+            self.answer_parked(woken, true);
+        }
+        let expired = self.parking.take_expired(Instant::now());
+        if !expired.is_empty() {
+            self.answer_parked(expired, false);
         }
     }
 
@@ -487,7 +596,19 @@ impl Server {
         if let Some(mut conn) = self.conns.try_remove(id) {
             let _ = self.poll.registry().deregister(&mut conn.sock);
         }
+        self.parking.take_conn(id);
+        self.broker.parked_gets = self.parking.total();
         self.held.retain(|&h| h != id);
         self.broker.curr_connections = self.conns.len();
+    }
+}
+
+/// The group a request names, for waking its parked gets after a rebalance.
+fn request_group<'a>(req: &Request<'a>) -> Option<&'a str> {
+    match req {
+        Request::Join(j) => Some(j.group),
+        Request::Leave(m) | Request::Heartbeat(m) => Some(m.group),
+        Request::Reset(r) => Some(r.group),
+        _ => None,
     }
 }
