@@ -13,7 +13,15 @@ fn write_store(dir: &std::path::Path) -> u64 {
     let mut third = 0;
     for i in 0..50u32 {
         let body = format!("order-{i}");
-        let m = Message { topic: "orders", partition: i % 2, flag: 0, tag: b"", props: b"", body: body.as_bytes(), born_ts_ms: 0 };
+        let m = Message {
+            topic: "orders",
+            partition: i % 2,
+            flag: 0,
+            tag: b"",
+            props: b"",
+            body: body.as_bytes(),
+            born_ts_ms: 0,
+        };
         let a = store.append(&m).unwrap();
         if i == 2 {
             third = a.msg_id & ((1 << 48) - 1);
@@ -24,8 +32,14 @@ fn write_store(dir: &std::path::Path) -> u64 {
 }
 
 fn inspect(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_imago-inspect")).args(args).output().unwrap();
-    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_imago-inspect"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]
@@ -40,7 +54,10 @@ fn verify_passes_a_clean_directory_and_dump_prints_records() {
     assert_eq!(code, 0);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert!(lines[0].starts_with("3\t") && lines[0].contains("order-7"), "{text}");
+    assert!(
+        lines[0].starts_with("3\t") && lines[0].contains("order-7"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -53,7 +70,10 @@ fn verify_reports_a_damaged_record_and_exits_one() {
     std::fs::write(&seg, bytes).unwrap();
     let (code, text) = inspect(&["verify", dir.path().to_str().unwrap()]);
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("CORRUPT") && text.contains("BAD INDEX orders/0 offset 1"), "{text}");
+    assert!(
+        text.contains("CORRUPT") && text.contains("BAD INDEX orders/0 offset 1"),
+        "{text}"
+    );
 }
 
 #[test]
