@@ -6,7 +6,7 @@
 //! connection closes, and at shutdown.
 
 use crate::protocol::Get;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 /// An owned copy of a parked get.
@@ -73,38 +73,44 @@ impl Parked {
     }
 }
 
+/// The parked gets, by id, with three indexes: by partition (wake on put), by deadline
+/// (expiry pops the earliest, so thousands of idle waiters cost nothing per tick) and by
+/// connection (drop on close).
 #[derive(Default)]
 pub struct Parking {
-    by_partition: HashMap<(String, u32), Vec<Parked>>,
-    per_conn: HashMap<usize, usize>,
-    total: usize,
+    parked: HashMap<u64, Parked>,
+    next_id: u64,
+    by_partition: HashMap<(String, u32), Vec<u64>>,
+    by_deadline: BTreeSet<(Instant, u64)>,
+    by_conn: HashMap<usize, Vec<u64>>,
     /// Partitions with new messages and waiters: the end position to be visible first.
     stored: HashMap<(String, u32), u64>,
-    next_deadline: Option<Instant>,
 }
 
 impl Parking {
     pub fn total(&self) -> usize {
-        self.total
+        self.parked.len()
     }
 
     pub fn count(&self, conn: usize) -> usize {
-        self.per_conn.get(&conn).copied().unwrap_or(0)
+        self.by_conn.get(&conn).map_or(0, Vec::len)
     }
 
     pub fn park(&mut self, p: Parked) {
-        self.next_deadline = Some(self.next_deadline.map_or(p.deadline, |d| d.min(p.deadline)));
-        *self.per_conn.entry(p.conn).or_default() += 1;
-        self.total += 1;
+        let id = self.next_id;
+        self.next_id += 1;
         self.by_partition
             .entry((p.topic.clone(), p.partition))
             .or_default()
-            .push(p);
+            .push(id);
+        self.by_deadline.insert((p.deadline, id));
+        self.by_conn.entry(p.conn).or_default().push(id);
+        self.parked.insert(id, p);
     }
 
     /// Notes a put; cheap when nobody waits on the partition.
     pub fn note_stored(&mut self, topic: &str, partition: u32, end_pos: u64) {
-        if self.total == 0 {
+        if self.parked.is_empty() {
             return;
         }
         let key = (topic.to_owned(), partition);
@@ -126,78 +132,135 @@ impl Parking {
             .filter(|(_, &end)| end <= visible)
             .map(|(k, _)| k.clone())
             .collect();
-        let mut out = Vec::new();
+        let mut ids = Vec::new();
         for key in ready {
             self.stored.remove(&key);
-            out.extend(self.by_partition.remove(&key).unwrap_or_default());
+            ids.extend(self.by_partition.get(&key).cloned().unwrap_or_default());
         }
-        self.forget(&out);
-        out
+        self.take_ids(ids)
     }
 
-    /// Waiters whose get names `group`.
+    /// Waiters whose get names `group` (a rebalance: rare, so a scan is fine).
     pub fn take_group(&mut self, group: &str) -> Vec<Parked> {
-        self.take_where(|p| p.group == group)
+        let ids: Vec<u64> = self
+            .parked
+            .iter()
+            .filter(|(_, p)| p.group == group)
+            .map(|(id, _)| *id)
+            .collect();
+        self.take_ids(ids)
     }
 
     pub fn take_conn(&mut self, conn: usize) -> Vec<Parked> {
-        if self.count(conn) == 0 {
-            return Vec::new();
-        }
-        self.take_where(|p| p.conn == conn)
+        let ids = self.by_conn.get(&conn).cloned().unwrap_or_default();
+        self.take_ids(ids)
     }
 
     /// Waiters past their deadline.
     pub fn take_expired(&mut self, now: Instant) -> Vec<Parked> {
-        if self.next_deadline.is_none_or(|d| d > now) {
-            return Vec::new();
-        }
-        let out = self.take_where(|p| p.deadline <= now);
-        self.next_deadline = self
-            .by_partition
-            .values()
-            .flatten()
-            .map(|p| p.deadline)
-            .min();
-        out
+        let ids: Vec<u64> = self
+            .by_deadline
+            .iter()
+            .take_while(|(d, _)| *d <= now)
+            .map(|(_, id)| *id)
+            .collect();
+        self.take_ids(ids)
     }
 
     pub fn take_all(&mut self) -> Vec<Parked> {
-        self.take_where(|_| true)
+        let ids: Vec<u64> = self.parked.keys().copied().collect();
+        self.take_ids(ids)
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.next_deadline
+        self.by_deadline.first().map(|(d, _)| *d)
     }
 
-    fn take_where(&mut self, mut pred: impl FnMut(&Parked) -> bool) -> Vec<Parked> {
-        let mut out = Vec::new();
-        self.by_partition.retain(|_, list| {
-            let mut i = 0;
-            while i < list.len() {
-                if pred(&list[i]) {
-                    out.push(list.swap_remove(i));
-                } else {
-                    i += 1;
+    fn take_ids(&mut self, ids: Vec<u64>) -> Vec<Parked> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(p) = self.parked.remove(&id) else {
+                continue;
+            };
+            self.by_deadline.remove(&(p.deadline, id));
+            let key = (p.topic.clone(), p.partition);
+            if let Some(list) = self.by_partition.get_mut(&key) {
+                list.retain(|&x| x != id);
+                if list.is_empty() {
+                    self.by_partition.remove(&key);
+                    self.stored.remove(&key);
                 }
             }
-            !list.is_empty()
-        });
-        let by_partition = &self.by_partition;
-        self.stored.retain(|k, _| by_partition.contains_key(k));
-        self.forget(&out);
+            if let Some(list) = self.by_conn.get_mut(&p.conn) {
+                list.retain(|&x| x != id);
+                if list.is_empty() {
+                    self.by_conn.remove(&p.conn);
+                }
+            }
+            out.push(p);
+        }
         out
     }
+}
 
-    fn forget(&mut self, gone: &[Parked]) {
-        for p in gone {
-            self.total -= 1;
-            if let Some(n) = self.per_conn.get_mut(&p.conn) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_conn.remove(&p.conn);
-                }
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn parked(conn: usize, partition: u32, group: &str, deadline: Instant) -> Parked {
+        Parked {
+            conn,
+            topic: "t".into(),
+            group: group.into(),
+            partition,
+            asked: 0,
+            offset: 0,
+            skipped: false,
+            max_bytes: 100,
+            tags: None,
+            opaque: 1,
+            deadline,
         }
+    }
+
+    #[test]
+    fn a_put_wakes_only_its_partition_once_visible() {
+        let now = Instant::now();
+        let mut p = Parking::default();
+        p.park(parked(1, 0, "g", now + Duration::from_secs(5)));
+        p.park(parked(2, 1, "g", now + Duration::from_secs(5)));
+        p.note_stored("t", 0, 100);
+        p.note_stored("t", 7, 100);
+        assert!(p.take_woken(99).is_empty(), "not visible yet");
+        let woken = p.take_woken(100);
+        assert_eq!(woken.iter().map(|w| w.conn).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(p.total(), 1);
+        assert!(!p.has_stored());
+    }
+
+    #[test]
+    fn expiry_takes_the_earliest_and_connections_and_groups_take_theirs() {
+        let now = Instant::now();
+        let mut p = Parking::default();
+        for i in 0..1000u32 {
+            p.park(parked(
+                i as usize % 3,
+                i % 7,
+                if i % 2 == 0 { "a" } else { "b" },
+                now + Duration::from_millis(i as u64),
+            ));
+        }
+        assert_eq!(p.take_expired(now + Duration::from_millis(9)).len(), 10);
+        assert_eq!(p.next_deadline(), Some(now + Duration::from_millis(10)));
+        let conn0 = p.take_conn(0);
+        assert!(conn0.iter().all(|w| w.conn == 0));
+        assert_eq!(p.count(0), 0);
+        let a = p.take_group("a");
+        assert!(!a.is_empty() && a.iter().all(|w| w.group == "a"));
+        assert_eq!(p.total() + 10 + conn0.len() + a.len(), 1000);
+        let left = p.total();
+        assert_eq!(p.take_all().len(), left);
+        assert_eq!(p.total(), 0);
     }
 }
