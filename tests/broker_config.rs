@@ -57,7 +57,12 @@ fn a_config_file_with_an_unknown_setting_is_refused_at_start() {
     let file = dir.path().join("bad.conf");
     std::fs::write(&file, "flush = sync\ncolour = blue\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_imago"))
-        .args(["--config", file.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args([
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .output()
