@@ -268,6 +268,42 @@ pub const SETTINGS: &[Setting] = &[
         |c| c.partitions_per_topic_max,
         |c, v| c.partitions_per_topic_max = num(v)?
     ),
+    setting!(
+        "wait_ms_max",
+        "longest long-poll wait of a get (longer is clamped)",
+        |c| c.wait_ms_max,
+        |c, v| c.wait_ms_max = num(v)?
+    ),
+    setting!(
+        "parked_per_connection_max",
+        "most long-poll gets waiting on one connection",
+        |c| c.parked_per_connection_max,
+        |c, v| c.parked_per_connection_max = num(v)?
+    ),
+    setting!(
+        "session_timeout_ms",
+        "a group member silent this long expires",
+        |c| c.session_timeout_ms,
+        |c, v| c.session_timeout_ms = num(v)?
+    ),
+    setting!(
+        "members_per_group_max",
+        "most members of one group on one topic",
+        |c| c.members_per_group_max,
+        |c, v| c.members_per_group_max = num(v)?
+    ),
+    setting!(
+        "groups_max",
+        "most consumer groups (with members or committed offsets)",
+        |c| c.groups_max,
+        |c, v| c.groups_max = num(v)?
+    ),
+    setting!(
+        "offsets_flush_interval_ms",
+        "committed offsets are written at most this often",
+        |c| c.offsets_flush_interval_ms,
+        |c, v| c.offsets_flush_interval_ms = num(v)?
+    ),
 ];
 
 /// What the command line asked for.

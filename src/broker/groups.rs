@@ -234,43 +234,59 @@ impl Broker {
                 }
             }
         }
+        // Per (group, topic): the keys holding its offsets (the group, or its broadcast members).
+        let mut by_group: std::collections::BTreeMap<(String, String), Vec<String>> =
+            Default::default();
         for (key, topic) in pairs.into_iter().filter(|(k, _)| wanted(k)) {
-            let (group, member) = match key.split_once('@') {
-                Some((g, m)) => (g, Some(m)),
-                None => (key.as_str(), None),
-            };
-            let membership = self.groups.membership(group, &topic);
+            let group = key
+                .split_once('@')
+                .map_or(key.as_str(), |(g, _)| g)
+                .to_owned();
+            by_group.entry((group, topic)).or_default().push(key);
+        }
+        for ((group, topic), keys) in by_group {
+            let membership = self.groups.membership(&group, &topic);
             let partitions = self.store.partitions(&topic).unwrap_or(0);
-            let mut total_lag = 0u64;
-            for p in 0..partitions {
-                let committed = self.groups.offsets.get(&(key.clone(), topic.clone(), p));
-                let owner = match (member, membership) {
-                    (Some(m), _) => Some(m.to_owned()),
-                    (None, Some(ms)) => ms.owner(p).map(str::to_owned),
-                    (None, None) => None,
-                };
-                if committed.is_none() && owner.is_none() {
-                    continue;
+            let mut group_lag = 0u64;
+            for key in keys {
+                let member = key.split_once('@').map(|(_, m)| m);
+                let mut key_lag = 0u64;
+                for p in 0..partitions {
+                    let committed = self.groups.offsets.get(&(key.clone(), topic.clone(), p));
+                    let owner = match (member, membership) {
+                        (Some(m), _) => Some(m.to_owned()),
+                        (None, Some(ms)) => ms.owner(p).map(str::to_owned),
+                        (None, None) => None,
+                    };
+                    if committed.is_none() && owner.is_none() {
+                        continue;
+                    }
+                    let (min, max) = self.store.offsets(&topic, p).unwrap_or((0, 0));
+                    let lag = max - committed.map_or(min, |c| c.offset.clamp(min, max));
+                    key_lag += lag;
+                    let at = format!("group:{key}:{topic}:{p}");
+                    w.stat(
+                        &format!("{at}:committed"),
+                        committed.map_or(-1, |c| c.offset as i64),
+                    );
+                    w.stat(&format!("{at}:max_offset"), max);
+                    w.stat(&format!("{at}:lag"), lag);
+                    w.stat(&format!("{at}:owner"), owner.as_deref().unwrap_or("-"));
+                    w.stat(
+                        &format!("{at}:commit_time"),
+                        committed.map_or(0, |c| c.at_ms),
+                    );
                 }
-                let (min, max) = self.store.offsets(&topic, p).unwrap_or((0, 0));
-                let lag = max - committed.map_or(min, |c| c.offset.clamp(min, max));
-                total_lag += lag;
-                let at = format!("group:{key}:{topic}:{p}");
-                w.stat(
-                    &format!("{at}:committed"),
-                    committed.map_or(-1, |c| c.offset as i64),
-                );
-                w.stat(&format!("{at}:max_offset"), max);
-                w.stat(&format!("{at}:lag"), lag);
-                w.stat(&format!("{at}:owner"), owner.as_deref().unwrap_or("-"));
-                w.stat(
-                    &format!("{at}:commit_time"),
-                    committed.map_or(0, |c| c.at_ms),
-                );
+                if member.is_some() {
+                    w.stat(&format!("group:{key}:{topic}:lag"), key_lag);
+                }
+                group_lag += key_lag;
             }
-            let at = format!("group:{key}:{topic}");
-            let mode = membership.map_or("none", |m| m.mode.name());
-            w.stat(&format!("{at}:mode"), mode);
+            let at = format!("group:{group}:{topic}");
+            w.stat(
+                &format!("{at}:mode"),
+                membership.map_or("none", |m| m.mode.name()),
+            );
             w.stat(
                 &format!("{at}:generation"),
                 membership.map_or(0, |m| m.generation),
@@ -279,7 +295,7 @@ impl Broker {
                 &format!("{at}:members"),
                 membership.map_or(0, |m| m.member_count()),
             );
-            w.stat(&format!("{at}:lag"), total_lag);
+            w.stat(&format!("{at}:lag"), group_lag);
         }
     }
 

@@ -183,10 +183,8 @@ impl Groups {
             start,
             ..
         } = *j;
+        self.check_new_group(group)?;
         let key = (group.to_owned(), topic.to_owned());
-        if !self.by_topic.contains_key(&key) && self.by_topic.len() >= self.limits.groups_max {
-            return Err(GroupError::LimitReached("groups_max"));
-        }
         let m = self.by_topic.entry(key).or_insert_with(|| Membership {
             mode,
             generation: 0,
@@ -241,6 +239,21 @@ impl Groups {
             m.rebalance(partitions);
         }
         Ok(assignment(m, member))
+    }
+
+    /// Refuses a group that does not exist yet (no members, no offsets) when `groups_max`
+    /// groups exist. Counting is O(groups) but happens only when a new group appears.
+    fn check_new_group(&self, group: &str) -> Result<(), GroupError> {
+        let exists = self.offsets.has_key(group) || self.by_topic.keys().any(|(g, _)| g == group);
+        if exists {
+            return Ok(());
+        }
+        let mut names = self.offsets.group_names();
+        names.extend(self.by_topic.keys().map(|(g, _)| g.clone()));
+        if names.len() >= self.limits.groups_max {
+            return Err(GroupError::LimitReached("groups_max"));
+        }
+        Ok(())
     }
 
     /// Returns true when the member was there (and the group rebalanced).
@@ -299,6 +312,7 @@ impl Groups {
         now: Instant,
     ) -> Result<OffsetKey, GroupError> {
         let Some(member) = member else {
+            self.check_new_group(group)?;
             return Ok(offset_key(group, None, topic, partition));
         };
         let m = self

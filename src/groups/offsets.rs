@@ -7,7 +7,7 @@
 //! File format, one line per offset: `<key> <topic> <partition> <offset> <commit unix ms>`,
 //! where key is the group, or `group@member` for a broadcast member's own offsets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -25,6 +25,8 @@ pub struct Committed {
 #[derive(Default)]
 struct State {
     map: BTreeMap<OffsetKey, Committed>,
+    /// Entries per key (group, or group@member).
+    keys: HashMap<String, usize>,
     dirty: bool,
     stop: bool,
 }
@@ -40,6 +42,7 @@ impl OffsetStore {
     pub fn open(dir: &Path) -> io::Result<Arc<OffsetStore>> {
         let path = dir.join("offsets");
         let mut map = BTreeMap::new();
+        let mut keys: HashMap<String, usize> = HashMap::new();
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 for (n, line) in text.lines().enumerate() {
@@ -57,6 +60,7 @@ impl OffsetStore {
                         .flatten();
                     match parsed {
                         Some((k, c)) => {
+                            *keys.entry(k.0.clone()).or_default() += 1;
                             map.insert(k, c);
                         }
                         None => {
@@ -89,8 +93,20 @@ impl OffsetStore {
 
     pub fn set(&self, key: OffsetKey, c: Committed) {
         let mut s = self.state.lock().expect("offsets lock");
-        s.map.insert(key, c);
+        let group = key.0.clone();
+        if s.map.insert(key, c).is_none() {
+            *s.keys.entry(group).or_default() += 1;
+        }
         s.dirty = true;
+    }
+
+    /// Whether any offset is stored under `key` (a group, or group@member).
+    pub fn has_key(&self, key: &str) -> bool {
+        self.state
+            .lock()
+            .expect("offsets lock")
+            .keys
+            .contains_key(key)
     }
 
     /// Every committed offset (for stats).
@@ -101,16 +117,16 @@ impl OffsetStore {
 
     /// Distinct keys (groups and broadcast members) with offsets.
     pub fn key_count(&self) -> usize {
+        self.state.lock().expect("offsets lock").keys.len()
+    }
+
+    /// The groups with offsets (broadcast members' keys count as their group).
+    pub fn group_names(&self) -> std::collections::HashSet<String> {
         let s = self.state.lock().expect("offsets lock");
-        let mut n = 0;
-        let mut last: Option<&String> = None;
-        for (k, _) in s.map.keys().map(|k| (&k.0, ())) {
-            if last != Some(k) {
-                n += 1;
-                last = Some(k);
-            }
-        }
-        n
+        s.keys
+            .keys()
+            .map(|k| k.split_once('@').map_or(k.as_str(), |(g, _)| g).to_owned())
+            .collect()
     }
 
     /// Writes the file now if anything changed.

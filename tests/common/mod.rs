@@ -1197,3 +1197,355 @@ pub fn run_binary(args: &[&str], cwd: &Path, timeout: Duration) -> (ExitStatus, 
     };
     (status, out.join().unwrap(), err.join().unwrap())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Consumer groups (spec-groups.md): join / heartbeat / leave / commit / fetch / reset, long-poll
+// and tag-filter gets
+// ---------------------------------------------------------------------------------------------
+
+use std::collections::BTreeMap;
+
+/// A join / heartbeat reply body: `<generation> <sessionTimeoutMs>[ <partition>:<offset>]...`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub generation: i64,
+    pub session_timeout_ms: u64,
+    /// partition -> offset to start from.
+    pub partitions: BTreeMap<u32, u64>,
+}
+
+impl Assignment {
+    pub fn partition_list(&self) -> Vec<u32> {
+        self.partitions.keys().copied().collect()
+    }
+}
+
+/// Parses a join / heartbeat body strictly (single spaces, canonical numbers, no partition
+/// listed twice, a positive generation).
+#[track_caller]
+pub fn parse_assignment(body: &str) -> Assignment {
+    let tokens: Vec<&str> = body.split(' ').collect();
+    assert!(
+        tokens.len() >= 2,
+        "assignment is not `<generation> <sessionTimeoutMs>[ <p>:<o>]...`: {body:?}"
+    );
+    let generation: i64 = canonical(tokens[0], "generation");
+    assert!(generation >= 1, "generation must be positive: {body:?}");
+    let session_timeout_ms: u64 = canonical(tokens[1], "sessionTimeoutMs");
+    let mut partitions = BTreeMap::new();
+    for pair in parse_partition_offsets(&tokens[2..].join(" ")) {
+        assert!(
+            partitions.insert(pair.0, pair.1).is_none(),
+            "partition {} listed twice in {body:?}",
+            pair.0
+        );
+    }
+    Assignment {
+        generation,
+        session_timeout_ms,
+        partitions,
+    }
+}
+
+/// Parses `<partition>:<offset>[ <partition>:<offset>]...` (empty text: no pairs), in the order
+/// sent.
+#[track_caller]
+pub fn parse_partition_offsets(text: &str) -> Vec<(u32, u64)> {
+    if text.is_empty() {
+        return Vec::new();
+    }
+    text.split(' ')
+        .map(|pair| {
+            let (p, o) = pair
+                .split_once(':')
+                .unwrap_or_else(|| panic!("not `<partition>:<offset>`: {pair:?} in {text:?}"));
+            (canonical(p, "partition"), canonical(o, "offset"))
+        })
+        .collect()
+}
+
+/// The cluster assignment the spec prescribes: members sorted by id (byte order), partitions
+/// 0..n-1 in order, member i gets a contiguous range of P/M partitions, the first P%M one more.
+pub fn range_assignment(members: &[&str], partitions: u32) -> BTreeMap<String, Vec<u32>> {
+    let mut sorted: Vec<&str> = members.to_vec();
+    sorted.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    sorted.dedup();
+    let m = sorted.len() as u32;
+    let mut out = BTreeMap::new();
+    let mut next = 0u32;
+    for (i, member) in sorted.iter().enumerate() {
+        let count = partitions / m + u32::from((i as u32) < partitions % m);
+        out.insert(member.to_string(), (next..next + count).collect());
+        next += count;
+    }
+    out
+}
+
+/// `get` with the long-poll / tag-filter forms: 7 tokens when `tags` is None, 8 otherwise.
+#[allow(clippy::too_many_arguments)]
+pub fn get_wait_cmd(
+    topic: &str,
+    group: &str,
+    partition: i32,
+    offset: u64,
+    max_size: i32,
+    wait_ms: i64,
+    tags: Option<&str>,
+    opaque: i32,
+) -> Vec<u8> {
+    match tags {
+        None => {
+            format!("get {topic} {group} {partition} {offset} {max_size} {wait_ms} {opaque}\r\n")
+        }
+        Some(tags) => format!(
+            "get {topic} {group} {partition} {offset} {max_size} {wait_ms} {tags} {opaque}\r\n"
+        ),
+    }
+    .into_bytes()
+}
+
+/// Polls `f` every 10 ms until it returns Some or `timeout` passes (then None).
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The `q`-quantile (0.0..=1.0) of `samples` (sorted in place), nearest rank.
+pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    assert!(!samples.is_empty(), "quantile of no samples");
+    samples.sort();
+    let rank = ((samples.len() as f64) * q).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1]
+}
+
+impl Conn {
+    /// Sends `line` + `\r\n` and reads one reply, which must carry `opaque`.
+    #[track_caller]
+    pub fn call(&mut self, line: &str, opaque: i32) -> Reply {
+        self.send(format!("{line}\r\n").as_bytes());
+        let reply = self.read_reply();
+        assert_eq!(
+            reply.opaque(),
+            opaque,
+            "reply to {line:?} carries another opaque: {reply:?}"
+        );
+        reply
+    }
+
+    /// `join <group> <topic> <member> <mode> <start> <opaque>`.
+    #[track_caller]
+    pub fn join(
+        &mut self,
+        group: &str,
+        topic: &str,
+        member: &str,
+        mode: &str,
+        start: &str,
+        opaque: i32,
+    ) -> Reply {
+        self.call(
+            &format!("join {group} {topic} {member} {mode} {start} {opaque}"),
+            opaque,
+        )
+    }
+
+    /// A join that must succeed (200); returns the parsed assignment.
+    #[track_caller]
+    pub fn join_ok(
+        &mut self,
+        group: &str,
+        topic: &str,
+        member: &str,
+        mode: &str,
+        start: &str,
+        opaque: i32,
+    ) -> Assignment {
+        let reply = self.join(group, topic, member, mode, start, opaque);
+        parse_assignment(&reply.expect_result(200, opaque))
+    }
+
+    /// `heartbeat <group> <topic> <member> <opaque>`.
+    #[track_caller]
+    pub fn heartbeat(&mut self, group: &str, topic: &str, member: &str, opaque: i32) -> Reply {
+        self.call(
+            &format!("heartbeat {group} {topic} {member} {opaque}"),
+            opaque,
+        )
+    }
+
+    /// A heartbeat that must succeed (200); returns the parsed assignment.
+    #[track_caller]
+    pub fn heartbeat_ok(
+        &mut self,
+        group: &str,
+        topic: &str,
+        member: &str,
+        opaque: i32,
+    ) -> Assignment {
+        let reply = self.heartbeat(group, topic, member, opaque);
+        parse_assignment(&reply.expect_result(200, opaque))
+    }
+
+    /// `leave <group> <topic> <member> <opaque>`; asserts `result 200 0 <opaque>`.
+    #[track_caller]
+    pub fn leave_ok(&mut self, group: &str, topic: &str, member: &str, opaque: i32) {
+        let reply = self.call(&format!("leave {group} {topic} {member} {opaque}"), opaque);
+        assert_eq!(
+            reply.expect_result(200, opaque),
+            "",
+            "leave reply body must be empty"
+        );
+    }
+
+    /// `commit <group> <topic> <partition> <offset> <member> <generation> <opaque>`.
+    #[track_caller]
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit(
+        &mut self,
+        group: &str,
+        topic: &str,
+        partition: i64,
+        offset: u64,
+        member: &str,
+        generation: i64,
+        opaque: i32,
+    ) -> Reply {
+        self.call(
+            &format!("commit {group} {topic} {partition} {offset} {member} {generation} {opaque}"),
+            opaque,
+        )
+    }
+
+    /// A commit that must succeed: `result 200 0 <opaque>`.
+    #[track_caller]
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit_ok(
+        &mut self,
+        group: &str,
+        topic: &str,
+        partition: i64,
+        offset: u64,
+        member: &str,
+        generation: i64,
+        opaque: i32,
+    ) {
+        let reply = self.commit(group, topic, partition, offset, member, generation, opaque);
+        assert_eq!(
+            reply.expect_result(200, opaque),
+            "",
+            "commit {group} {topic} {partition} {offset} {member} {generation}: body must be empty"
+        );
+    }
+
+    /// `fetch <group> <topic> <partition> <member> <opaque>`.
+    #[track_caller]
+    pub fn fetch(
+        &mut self,
+        group: &str,
+        topic: &str,
+        partition: i64,
+        member: &str,
+        opaque: i32,
+    ) -> Reply {
+        self.call(
+            &format!("fetch {group} {topic} {partition} {member} {opaque}"),
+            opaque,
+        )
+    }
+
+    /// A fetch: Some(offset) on 200, None on `404 no committed offset`; anything else panics.
+    #[track_caller]
+    pub fn fetch_offset(
+        &mut self,
+        group: &str,
+        topic: &str,
+        partition: i64,
+        member: &str,
+        opaque: i32,
+    ) -> Option<u64> {
+        let reply = self.fetch(group, topic, partition, member, opaque);
+        match reply.code() {
+            Some(200) => Some(canonical(
+                &reply.expect_result(200, opaque),
+                "fetched offset",
+            )),
+            Some(404) => {
+                assert_eq!(reply.expect_result(404, opaque), "no committed offset");
+                None
+            }
+            _ => panic!("fetch {group} {topic} {partition} {member}: {reply:?}"),
+        }
+    }
+
+    /// `reset <group> <topic> <partition> <target> <opaque>`.
+    #[track_caller]
+    pub fn reset(
+        &mut self,
+        group: &str,
+        topic: &str,
+        partition: i64,
+        target: &str,
+        opaque: i32,
+    ) -> Reply {
+        self.call(
+            &format!("reset {group} {topic} {partition} {target} {opaque}"),
+            opaque,
+        )
+    }
+
+    /// A reset that must succeed; returns the `<partition>:<offset>` pairs as a map (each
+    /// partition at most once).
+    #[track_caller]
+    pub fn reset_ok(
+        &mut self,
+        group: &str,
+        topic: &str,
+        partition: i64,
+        target: &str,
+        opaque: i32,
+    ) -> BTreeMap<u32, u64> {
+        let reply = self.reset(group, topic, partition, target, opaque);
+        let body = reply.expect_result(200, opaque);
+        let mut map = BTreeMap::new();
+        for (p, o) in parse_partition_offsets(&body) {
+            assert!(
+                map.insert(p, o).is_none(),
+                "reset reply lists partition {p} twice: {body:?}"
+            );
+        }
+        map
+    }
+
+    /// `stats <item> <opaque>` (result form); returns the STAT pairs.
+    #[track_caller]
+    pub fn stats_result(&mut self, item: &str, opaque: i32) -> Vec<(String, String)> {
+        let reply = self.call(&format!("stats {item} {opaque}"), opaque);
+        parse_stats_body(&reply.expect_result(200, opaque))
+    }
+
+    /// Reads `n` replies and returns them by opaque (replies to long-poll gets may come out of
+    /// order); an opaque seen twice panics.
+    #[track_caller]
+    pub fn read_replies_by_opaque(&mut self, n: usize) -> HashMap<i32, Reply> {
+        let mut out = HashMap::new();
+        for _ in 0..n {
+            let reply = self.read_reply();
+            let opaque = reply.opaque();
+            if let Some(prev) = out.insert(opaque, reply) {
+                panic!(
+                    "two replies with opaque {opaque}: {prev:?} and {:?}",
+                    out[&opaque]
+                );
+            }
+        }
+        out
+    }
+}
