@@ -1177,6 +1177,36 @@ fn parked_gets_beyond_the_per_connection_limit_are_answered_at_once() {
     for op in 10..14 {
         assert_eq!(replies[&op].expect_value(op).len(), 1);
     }
+    // Woken gets free their slots: four more park (at offset 2), time out, and free theirs.
+    let mut req = Vec::new();
+    for op in 20..24 {
+        req.extend(get_wait_cmd("lp", "grp", 0, 2, MAX, 300, None, op));
+    }
+    let t0 = Instant::now();
+    conn.send(&req);
+    conn.expect_silence(Duration::from_millis(150));
+    let replies = conn.read_replies_by_opaque(4);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "answered before waitMs"
+    );
+    for op in 20..24 {
+        assert_eq!(
+            replies[&op].expect_result(404, op),
+            "no message at offset 2"
+        );
+    }
+    let mut req = Vec::new();
+    for op in 30..34 {
+        req.extend(get_wait_cmd("lp", "grp", 0, 2, MAX, 5000, None, op));
+    }
+    conn.send(&req);
+    conn.expect_silence(Duration::from_millis(200));
+    producer.put("lp", 0, b"again", 3);
+    let replies = conn.read_replies_by_opaque(4);
+    for op in 30..34 {
+        assert_eq!(replies[&op].expect_value(op)[0].body, b"again");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1947,4 +1977,172 @@ fn a_crash_loses_at_most_the_last_intervals_commits() {
         Some("10"),
         "{stats:?}"
     );
+}
+
+#[test]
+fn an_expiry_answers_the_survivors_parked_get_promptly() {
+    let broker = Broker::start(&["--session-timeout-ms", "1000"]);
+    let mut admin = broker.connect();
+    admin.put("lp", 0, b"seed", 1);
+    let mut c1 = broker.connect();
+    let mut c2 = broker.connect();
+    c1.join_ok("g", "lp", "m1", "cluster", "earliest", 1);
+    // m1 falls silent now; m2 joins 600 ms later (a get is not activity, so m2 must still be
+    // well inside its own session when m1 expires).
+    thread::sleep(Duration::from_millis(600));
+    let a2 = c2.join_ok("g", "lp", "m2", "cluster", "earliest", 2);
+    // m2 long-polls (waitMs 10 s) a partition it owns until m1 expires.
+    let p = *a2.partitions.keys().next().unwrap();
+    let max = if p == 0 { 1 } else { 0 };
+    let t0 = Instant::now();
+    c2.send(&get_wait_cmd(
+        "lp", "g", p as i32, max, MAX, 10_000, None, 3,
+    ));
+    let reply = c2.read_reply();
+    let after = t0.elapsed();
+    println!("expiry answered the survivor's parked get after {after:?}: {reply:?}");
+    assert!(
+        matches!(reply.code(), Some(404) | Some(301)),
+        "expected 404 or 301: {reply:?}"
+    );
+    assert_eq!(reply.opaque(), 3);
+    assert!(
+        after < Duration::from_secs(3),
+        "a rebalance by expiry must answer parked gets at once (took {after:?})"
+    );
+    let hb = c2.heartbeat_ok("g", "lp", "m2", 4);
+    assert!(hb.generation > a2.generation);
+    assert_eq!(hb.partition_list(), vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn reset_answers_the_groups_parked_gets() {
+    let broker = Broker::start(&[]);
+    let mut admin = broker.connect();
+    put_n(&mut admin, "lp", 0, "x", 3);
+    let mut m1 = broker.connect();
+    let a = m1.join_ok("g", "lp", "m1", "cluster", "earliest", 1);
+    m1.commit_ok("g", "lp", 0, 3, "m1", a.generation, 2);
+    m1.send(&get_wait_cmd("lp", "g", 0, 3, MAX, 10_000, None, 3));
+    m1.expect_silence(Duration::from_millis(100));
+    let t0 = Instant::now();
+    admin.reset_ok("g", "lp", 0, "earliest", 4);
+    let reply = m1.read_reply();
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(matches!(reply.code(), Some(404) | Some(301)), "{reply:?}");
+    let hb = m1.heartbeat_ok("g", "lp", "m1", 5);
+    assert!(hb.generation > a.generation);
+    assert_eq!(hb.partitions[&0], 0);
+}
+
+#[test]
+fn broadcast_members_own_offsets_survive_a_restart() {
+    let mut broker = Broker::start(&[]);
+    let mut conn = broker.connect();
+    put_n(&mut conn, "bc", 0, "x", 5);
+    let j1 = conn.join_ok("fan", "bc", "b1", "broadcast", "earliest", 1);
+    let mut other = broker.connect();
+    let j2 = other.join_ok("fan", "bc", "b2", "broadcast", "earliest", 2);
+    assert!(j2.generation > j1.generation);
+    conn.commit_ok("fan", "bc", 0, 3, "b1", j2.generation, 3);
+    other.commit_ok("fan", "bc", 0, 1, "b2", j2.generation, 4);
+    drop(conn);
+    drop(other);
+    broker.terminate();
+    broker.restart(&[]);
+    let mut conn = broker.connect();
+    let a1 = conn.join_ok("fan", "bc", "b1", "broadcast", "earliest", 5);
+    assert_eq!(
+        a1.partitions[&0], 3,
+        "b1 resumes at its own committed offset"
+    );
+    let mut other = broker.connect();
+    let a2 = other.join_ok("fan", "bc", "b2", "broadcast", "earliest", 6);
+    assert_eq!(
+        a2.partitions[&0], 1,
+        "b2 resumes at its own committed offset"
+    );
+    assert_eq!(conn.fetch_offset("fan", "bc", 0, "b1", 7), Some(3));
+}
+
+#[test]
+fn long_poll_in_sync_flush_mode_wakes_when_the_record_is_durable() {
+    let broker = Broker::start(&["--flush", "sync"]);
+    let mut producer = broker.connect();
+    let mut consumer = broker.connect();
+    producer.put("lp", 0, b"seed", 1);
+    let mut samples = Vec::new();
+    for i in 0..20i32 {
+        let op = 100 + i;
+        consumer.send(&get_wait_cmd(
+            "lp",
+            "grp",
+            0,
+            1 + i as u64,
+            MAX,
+            5000,
+            None,
+            op,
+        ));
+        consumer.send(format!("version {}\r\n", 1000 + i).as_bytes());
+        consumer.read_reply().expect_result(200, 1000 + i);
+        let t0 = Instant::now();
+        producer.put("lp", 0, format!("d{i}").as_bytes(), op);
+        let records = consumer.read_reply().expect_value(op);
+        samples.push(t0.elapsed());
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].offset, 1 + i as u64);
+    }
+    let p50 = quantile(&mut samples, 0.5);
+    let max = quantile(&mut samples, 1.0);
+    println!("sync mode: put-ack to delivery p50 {p50:?}, max {max:?}");
+    assert!(
+        max < Duration::from_secs(2),
+        "a durable record must wake the parked get"
+    );
+}
+
+#[test]
+fn stats_count_parked_gets_and_group_commands() {
+    let broker = Broker::start(&[]);
+    let mut conn = broker.connect();
+    let mut admin = broker.connect();
+    conn.put("lp", 0, b"seed", 1);
+    let before = admin.stats(None);
+    let n = |stats: &[(String, String)], name: &str| -> u64 {
+        canonical(
+            stat(stats, name).unwrap_or_else(|| panic!("no STAT {name}")),
+            name,
+        )
+    };
+    let a = admin.join_ok("g", "lp", "m1", "cluster", "earliest", 2);
+    admin.heartbeat_ok("g", "lp", "m1", 3);
+    admin.commit_ok("g", "lp", 0, 1, "m1", a.generation, 4);
+    for op in 0..3 {
+        conn.send(&get_wait_cmd(
+            "lp",
+            "other",
+            op,
+            1 - (op.min(1) as u64),
+            MAX,
+            5000,
+            None,
+            op,
+        ));
+    }
+    let parked = wait_for(Duration::from_secs(2), || {
+        let s = admin.stats(None);
+        (n(&s, "parked_gets") == 3).then_some(s)
+    });
+    let after = parked.expect("stats parked_gets never reached 3");
+    assert_eq!(n(&after, "cmd_join") - n(&before, "cmd_join"), 1);
+    assert_eq!(n(&after, "cmd_heartbeat") - n(&before, "cmd_heartbeat"), 1);
+    assert_eq!(n(&after, "cmd_commit") - n(&before, "cmd_commit"), 1);
+    assert!(n(&after, "groups") >= 1);
+    admin.put("lp", 0, b"a", 5);
+    admin.put("lp", 1, b"b", 6);
+    admin.put("lp", 2, b"c", 7);
+    let replies = conn.read_replies_by_opaque(3);
+    assert_eq!(replies.len(), 3);
+    assert_eq!(n(&admin.stats(None), "parked_gets"), 0);
 }

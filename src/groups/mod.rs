@@ -227,18 +227,31 @@ impl Groups {
         partitions: u32,
         now: Instant,
     ) -> Result<Assignment, GroupError> {
-        let m = self
-            .by_topic
-            .get_mut(&(group.to_owned(), topic.to_owned()))
-            .filter(|m| m.members.contains_key(member))
-            .ok_or_else(|| GroupError::UnknownMember(member.to_owned()))?;
-        if let Some(s) = m.members.get_mut(member) {
-            s.last_seen = now;
-        }
+        let m = self.touch(group, topic, member, now)?;
         if m.partitions != partitions {
             m.rebalance(partitions);
         }
         Ok(assignment(m, member))
+    }
+
+    /// The membership of a live member, whose session is refreshed.
+    fn touch(
+        &mut self,
+        group: &str,
+        topic: &str,
+        member: &str,
+        now: Instant,
+    ) -> Result<&mut Membership, GroupError> {
+        let m = self
+            .by_topic
+            .get_mut(&(group.to_owned(), topic.to_owned()))
+            .ok_or_else(|| GroupError::UnknownMember(member.to_owned()))?;
+        let s = m
+            .members
+            .get_mut(member)
+            .ok_or_else(|| GroupError::UnknownMember(member.to_owned()))?;
+        s.last_seen = now;
+        Ok(m)
     }
 
     /// Refuses a group that does not exist yet (no members, no offsets) when `groups_max`
@@ -315,14 +328,7 @@ impl Groups {
             self.check_new_group(group)?;
             return Ok(offset_key(group, None, topic, partition));
         };
-        let m = self
-            .by_topic
-            .get_mut(&(group.to_owned(), topic.to_owned()))
-            .filter(|m| m.members.contains_key(member))
-            .ok_or_else(|| GroupError::UnknownMember(member.to_owned()))?;
-        if let Some(s) = m.members.get_mut(member) {
-            s.last_seen = now;
-        }
+        let m = self.touch(group, topic, member, now)?;
         let owns = m
             .owned
             .get(member)

@@ -76,6 +76,7 @@ impl OffsetStore {
             path,
             state: Mutex::new(State {
                 map,
+                keys,
                 ..State::default()
             }),
             wake: Condvar::new(),
