@@ -65,7 +65,7 @@ impl Default for Config {
             flush: FlushMode::Async,
             flush_interval_ms: 500,
             segment_bytes: 1 << 30,
-            index_maps_max: 20_000,
+            index_maps_max: 49_152,
             default_partitions: 4,
             auto_create_topics: true,
             retention_hours: 72.0,
@@ -165,7 +165,7 @@ pub const SETTINGS: &[Setting] = &[
     ),
     setting!(
         "index_maps_max",
-        "most partition index files mapped at once",
+        "most partition index files mapped at once: half for writers' tails (more than the partitions written at once, or appends remap), half for reads; keep below vm.max_map_count",
         |c| c.index_maps_max,
         |c, v| c.index_maps_max = num(v)?
     ),

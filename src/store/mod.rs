@@ -140,7 +140,7 @@ impl StoreConfig {
             dir: dir.into(),
             segment_bytes: 1 << 30,
             index_segment_entries: 1 << 20,
-            index_maps_max: 20_000,
+            index_maps_max: 49_152,
             flush: FlushMode::Async,
             flush_interval_ms: 500,
             flush_dirty_bytes: 16 << 20,
