@@ -68,6 +68,7 @@ mod flush;
 mod fs;
 pub mod index;
 pub mod inspect;
+mod part_cache;
 pub mod record;
 mod recovery;
 mod retention;
@@ -234,6 +235,7 @@ struct Writer {
     seg: Arc<commitlog::Segment>,
     pos: u64,
     last_ts_ms: i64,
+    parts: part_cache::PartCache,
 }
 
 pub(crate) struct Shared {
@@ -298,6 +300,7 @@ impl Store {
                 seg: log.last_segment().expect("one segment exists"),
                 pos: 0,
                 last_ts_ms: 0,
+                parts: part_cache::PartCache::default(),
             }),
             log,
             topics,
@@ -378,14 +381,9 @@ impl Store {
         if sh.disk_full.load(Ordering::Relaxed) {
             return Err(StoreError::DiskFull);
         }
-        let topic = sh.topics.get(msg.topic).ok_or(StoreError::UnknownTopic)?;
-        let part = topic
-            .partition(msg.partition)
-            .ok_or(StoreError::PartitionOutOfRange {
-                partitions: topic.partition_count(),
-            })?;
-        let idx = sh.topics.index(&part)?;
-        let mut w = sh.writer.lock().expect("writer lock");
+        let mut guard = sh.writer.lock().expect("writer lock");
+        let w = &mut *guard;
+        let idx = w.parts.get(&sh.topics, msg.topic, msg.partition)?;
         let offset = idx.next.load(Ordering::Relaxed);
         idx.prepare(offset).map_err(|e| self.note_io(e))?;
         idx.prefetch_prepared(offset);
@@ -423,7 +421,7 @@ impl Store {
         idx.next.store(offset + 1, Ordering::Release);
         w.pos = pos + bytes as u64;
         sh.log.write_pos.store(w.pos, Ordering::Release);
-        drop(w);
+        drop(guard);
         sh.counters.appended_records.fetch_add(1, Ordering::Relaxed);
         sh.counters
             .appended_bytes

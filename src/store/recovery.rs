@@ -8,7 +8,7 @@
 
 use super::index::{tag_hash, Entry};
 use super::record::{self, RecordView, Slot, MAGIC_V1};
-use super::{fs, Shared, StoreError, Writer};
+use super::{fs, Shared, StoreError};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
@@ -87,11 +87,9 @@ pub fn recover(sh: &Shared, checkpoint: Option<Checkpoint>) -> Result<Report, St
     log.remove_from(seg.end());
     log.write_pos.store(end, Ordering::Release);
     log.durable_pos.store(end, Ordering::Release);
-    *sh.writer.lock().expect("writer lock") = Writer {
-        seg,
-        pos: end,
-        last_ts_ms: last_ts,
-    };
+    let mut w = sh.writer.lock().expect("writer lock");
+    (w.seg, w.pos, w.last_ts_ms) = (seg, end, last_ts);
+    drop(w);
     write_checkpoint(sh, false)?;
     Ok(report)
 }
