@@ -222,34 +222,39 @@ impl Broker {
             }
         }
         let parts = protocol::split_put_body(p.flag, body, &self.cfg.limits)?;
-        let count = match self.store.partitions(p.topic) {
-            Some(n) => n,
-            None => self.create_topic(p.topic)?,
-        };
-        let partition = match p.partition {
-            None => self
-                .store
-                .choose_partition(p.topic)
-                .map_err(|e| store_error(&e))?,
-            Some(n) if n < count => n,
-            Some(n) => {
-                let text = format!(
-                    "partition {n} out of range, topic {} has {count} partitions",
-                    p.topic
-                );
-                return Err((Code::BadRequest, text));
+        // The store checks the topic and the partition range itself (the common case costs no
+        // extra lookup); a topic it does not know yet is created on first use, then retried.
+        let mut created = false;
+        loop {
+            let partition = match p.partition {
+                Some(n) => Ok(n),
+                None => self.store.choose_partition(p.topic),
+            };
+            let msg = partition.map(|partition| Message {
+                topic: p.topic,
+                partition,
+                flag: p.flag,
+                tag: parts.tag,
+                props: parts.props,
+                body: parts.payload,
+                born_ts_ms: store::now_ms(),
+            });
+            match msg.and_then(|msg| self.store.append(&msg)) {
+                Err(StoreError::UnknownTopic) if !created => {
+                    self.create_topic(p.topic)?;
+                    created = true;
+                }
+                Err(StoreError::PartitionOutOfRange { partitions }) => {
+                    let text = format!(
+                        "partition {} out of range, topic {} has {partitions} partitions",
+                        p.partition.unwrap_or(0),
+                        p.topic
+                    );
+                    return Err((Code::BadRequest, text));
+                }
+                result => return result.map_err(|e| store_error(&e)),
             }
-        };
-        let msg = Message {
-            topic: p.topic,
-            partition,
-            flag: p.flag,
-            tag: parts.tag,
-            props: parts.props,
-            body: parts.payload,
-            born_ts_ms: store::now_ms(),
-        };
-        self.store.append(&msg).map_err(|e| store_error(&e))
+        }
     }
 
     fn create_topic(&mut self, topic: &str) -> Result<u32, (Code, String)> {

@@ -1,11 +1,6 @@
 //! Tokens of a request line: splitting on single spaces, reading decimal numbers, and quoting a
 //! token safely inside an error message.
 
-use nom::character::complete::{char, digit1};
-use nom::combinator::{all_consuming, opt, recognize};
-use nom::sequence::pair;
-use nom::IResult;
-
 use super::OPAQUE_NONE;
 
 /// Tokens kept by position; the longest request (an 8-token put) fits. Longer lines are only
@@ -64,21 +59,46 @@ impl<'a> Tokens<'a> {
     }
 }
 
-fn signed_digits(input: &[u8]) -> IResult<&[u8], &[u8]> {
-    recognize(pair(opt(char('-')), digit1))(input)
-}
-
 /// Reads a whole token as a decimal int32: an optional `-`, then digits (no `+`, no spaces).
-/// Leading zeros are accepted, as Java's `Integer.parseInt` does.
+/// Leading zeros are accepted, as Java's `Integer.parseInt` does. Hand-rolled rather than
+/// nom + `str::parse`: every put carries three of these, and this is the hot path.
 pub fn int32(token: &[u8]) -> Option<i32> {
-    let (_, digits) = all_consuming(signed_digits)(token).ok()?;
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    let (negative, digits) = match token.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, token),
+    };
+    // Accumulate negatively so i32::MIN, whose magnitude has no positive i32, fits.
+    let magnitude = decimal(digits, i32::MIN as i64)?;
+    let value = if negative { -magnitude } else { magnitude };
+    i32::try_from(value).ok()
 }
 
 /// Reads a whole token as a decimal u64: digits only.
 pub fn uint64(token: &[u8]) -> Option<u64> {
-    let (_, digits) = all_consuming(digit1::<_, nom::error::Error<&[u8]>>)(token).ok()?;
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    if token.is_empty() {
+        return None;
+    }
+    token.iter().try_fold(0u64, |acc, &byte| {
+        let digit = (byte as char).to_digit(10)?;
+        acc.checked_mul(10)?.checked_add(digit as u64)
+    })
+}
+
+/// The magnitude of a non-empty run of ASCII digits as a negative i64, or None when a byte is
+/// not a digit or the value passes `floor` (a negative bound).
+fn decimal(digits: &[u8], floor: i64) -> Option<i64> {
+    if digits.is_empty() {
+        return None;
+    }
+    let mut acc: i64 = 0;
+    for &byte in digits {
+        let digit = (byte as char).to_digit(10)? as i64;
+        acc = acc * 10 - digit;
+        if acc < floor {
+            return None;
+        }
+    }
+    Some(-acc)
 }
 
 /// Reads a token that must be a non-negative int32 (a length or a partition), as a usize.

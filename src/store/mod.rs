@@ -236,7 +236,13 @@ struct Writer {
     pos: u64,
     last_ts_ms: i64,
     parts: part_cache::PartCache,
+    /// async: the write position at which a dirty log may kick the flush thread again.
+    next_kick_pos: u64,
 }
+
+/// async: while the log is over `flush_dirty_bytes`, kick the flush thread once per this many
+/// bytes appended.
+const KICK_EVERY_BYTES: u64 = 1 << 20;
 
 pub(crate) struct Shared {
     cfg: StoreConfig,
@@ -301,6 +307,7 @@ impl Store {
                 pos: 0,
                 last_ts_ms: 0,
                 parts: part_cache::PartCache::default(),
+                next_kick_pos: 0,
             }),
             log,
             topics,
@@ -421,17 +428,21 @@ impl Store {
         idx.next.store(offset + 1, Ordering::Release);
         w.pos = pos + bytes as u64;
         sh.log.write_pos.store(w.pos, Ordering::Release);
-        drop(guard);
         sh.counters.appended_records.fetch_add(1, Ordering::Relaxed);
         sh.counters
             .appended_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
         if sh.cfg.flush == FlushMode::Async {
-            let dirty = pos + bytes as u64 - sh.log.durable_pos.load(Ordering::Relaxed);
-            if dirty >= sh.cfg.flush_dirty_bytes {
+            let end = pos + bytes as u64;
+            let dirty = end - sh.log.durable_pos.load(Ordering::Relaxed);
+            // While a flush runs, dirty stays over the threshold: kick again only once per
+            // KICK_EVERY_BYTES written, not on every append (a kick takes the flush lock).
+            if dirty >= sh.cfg.flush_dirty_bytes && end >= w.next_kick_pos {
+                w.next_kick_pos = end + KICK_EVERY_BYTES;
                 sh.flush.kick();
             }
         }
+        drop(guard);
         Ok(Appended {
             msg_id: stamp.msg_id,
             partition: msg.partition,

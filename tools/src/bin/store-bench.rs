@@ -9,7 +9,7 @@
 //! ```text
 //! cargo run --release -p imago-tools --bin store-bench -- [--dir /tmp] [--records 5000000]
 //!     [--body-bytes 128] [--partitions 10240] [--writers 8] [--batch 16] [--sync-seconds 3]
-//!     [--segment-bytes 67108864] [--rounds 3]
+//!     [--segment-bytes 1073741824] [--rounds 3]
 //! ```
 //! Prints a human summary and one JSON line per measurement.
 
@@ -38,7 +38,7 @@ fn parse() -> Args {
         writers: 8,
         batch: 16,
         sync_seconds: 3,
-        segment_bytes: 64 << 20,
+        segment_bytes: 1 << 30,
         rounds: 3,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
