@@ -117,6 +117,10 @@ def test_a_broker_that_does_not_answer_raises_a_timeout() -> None:
             with pytest.raises(ImagoTimeout):
                 c.version()
             assert time.monotonic() - t0 < 3
+            t0 = time.monotonic()
+            with pytest.raises(ImagoTimeout):  # the next call (a new connection) times out too
+                c.stats()
+            assert time.monotonic() - t0 < 3
     finally:
         srv.close()
         for conn, _ in accepted:

@@ -87,3 +87,19 @@ def test_error_classes_map_every_code() -> None:
     assert type(error_for(507, "disk full")).__name__ == "InsufficientStorage"
     assert error_for(520, "corrupt record at offset 3; next offset 4").next_offset == 4
     assert type(error_for(599, "?")) is BrokerError
+
+
+def test_puts_carry_a_checksum_and_the_broker_refuses_a_wrong_one(addr) -> None:
+    from imago._wire import checksum
+    from imago.producer import _Put
+
+    put = _Put("sums", 0, b"hello", 0)
+    assert put.tokens() == ("put", "sums", "0", "5", "0", str(checksum(b"hello")))
+    assert checksum(b"hello") == 907060870  # protocol.md's example
+    with Producer(addr) as p:
+        assert p.send("sums", b"hello", partition=0).offset == 0  # checked by the broker
+        reply = p._call(["put", "sums", "0", "5", "0", "123"], b"hello")
+        with pytest.raises(BadRequest) as e:
+            reply.ok()
+        assert (e.value.code, e.value.message) == (400, "checksum mismatch")
+        assert p.offsets("sums", 0) == (0, 1)  # nothing stored

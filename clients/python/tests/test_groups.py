@@ -304,3 +304,32 @@ def test_a_consumer_waits_for_a_topic_that_does_not_exist_yet(addr) -> None:
         while not got and time.monotonic() < deadline:
             got += c.poll(0.5)
         assert [m.body for m in got] == [b"finally"]
+
+
+def test_auto_commit_commits_at_the_interval_while_the_consumer_runs(addr) -> None:
+    produce(addr, "auto", [f"a{i}".encode() for i in range(300)])
+    auto = Consumer(addr, "auto-g", "auto", auto_commit_interval_s=0.2, poll_wait_ms=100)
+    manual = Consumer(addr, "manual-g", "auto", auto_commit=False, poll_wait_ms=100)
+    try:
+        got_a, got_m = [], []
+        deadline = time.monotonic() + 15
+        while (len(got_a) < 300 or len(got_m) < 300) and time.monotonic() < deadline:
+            got_a += auto.poll(0.1)
+            got_m += manual.poll(0.1)
+        assert len(got_a) == len(got_m) == 300
+        with Client(addr) as admin:
+            ends = [admin.offsets("auto", q)[1] for q in range(4)]
+
+            def committed(group):
+                return [admin.fetch_committed(group, "auto", q) for q in range(4)]
+
+            # still open: the interval commits, driven by further polls
+            wait_for(lambda: (auto.poll(0.1) or True) and committed("auto-g") == ends, 10,
+                     "the interval commit")
+            manual.poll(0.3)
+            assert committed("manual-g") == [0, 0, 0, 0]  # only the join's start offsets
+            assert manual.commit() == dict(enumerate(ends))
+            assert committed("manual-g") == ends
+    finally:
+        auto.close()
+        manual.close()

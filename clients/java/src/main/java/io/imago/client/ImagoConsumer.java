@@ -4,12 +4,15 @@ import io.imago.client.internal.Connection;
 import io.imago.client.internal.Reply;
 import io.imago.client.internal.Wire;
 import java.time.Duration;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.HashMap;
 import java.util.HashSet;
+import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
+import java.util.NoSuchElementException;
 import java.util.Objects;
 import java.util.Set;
 import java.util.TreeMap;
@@ -35,6 +38,9 @@ import java.util.concurrent.locks.ReentrantLock;
  *     }
  * }
  * }</pre>
+ *
+ * <p>Or iterate: {@code for (ReceivedMessage m : consumer)} blocks until messages arrive and
+ * ends when the consumer is closed (see {@link #iterator()}).
  *
  * <p>Push style, as RocketMQ's push consumer:
  *
@@ -68,7 +74,7 @@ import java.util.concurrent.locks.ReentrantLock;
  * <p>{@link #poll}, {@link #commitSync()} and {@link #seek} are meant for one thread (with a
  * listener: the consume thread); {@link #close()} may be called from any thread.
  */
-public final class ImagoConsumer implements AutoCloseable {
+public final class ImagoConsumer implements AutoCloseable, Iterable<ReceivedMessage> {
     private static final System.Logger LOG = System.getLogger("io.imago.client");
     private static final long HEARTBEAT_NOW_MIN_GAP_MS = 250;
 
@@ -104,6 +110,8 @@ public final class ImagoConsumer implements AutoCloseable {
     private long lastAutoCommitNanos = System.nanoTime();
     private long joinRetryAtNanos;
     private long fetchBlockedUntilNanos = System.nanoTime();
+    /** Fetched by the iterator and not handed out yet (guarded by pollLock). */
+    private final ArrayDeque<ReceivedMessage> unhanded = new ArrayDeque<>();
 
     private volatile MessageListener listener;
     private Thread consumeThread;
@@ -165,6 +173,11 @@ public final class ImagoConsumer implements AutoCloseable {
             if (closed.get()) {
                 throw new IllegalStateException("the consumer is closed");
             }
+            if (!unhanded.isEmpty()) {
+                List<ReceivedMessage> rest = new ArrayList<>(unhanded);
+                unhanded.clear();
+                return rest;
+            }
             long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(Math.max(0, timeout.toMillis()));
             List<ReceivedMessage> out = new ArrayList<>();
             while (!closed.get()) {
@@ -199,6 +212,79 @@ public final class ImagoConsumer implements AutoCloseable {
     }
 
     /**
+     * The messages of the owned partitions, one at a time: {@code hasNext()} long-polls (joining
+     * the group on first use) until a message arrives, and returns false once the consumer is
+     * closed, so {@code for (ReceivedMessage m : consumer)} runs until {@link #close()} (or a
+     * {@code break}). Offsets are committed as with {@link #poll}: a message counts as consumed
+     * once {@code next()} returned it; messages fetched but not yet returned are not committed
+     * (close rewinds to them), so breaking out of the loop loses nothing. Use from one thread.
+     */
+    @Override
+    public Iterator<ReceivedMessage> iterator() {
+        return new Iterator<>() {
+            @Override
+            public boolean hasNext() {
+                pollLock.lock();
+                try {
+                    while (unhanded.isEmpty()) {
+                        if (closed.get()) {
+                            return false;
+                        }
+                        List<ReceivedMessage> batch;
+                        try {
+                            batch = poll(Duration.ofMillis(Math.max(100, cfg.pollWaitMs)));
+                        } catch (IllegalStateException e) {
+                            if (closed.get()) {
+                                return false;
+                            }
+                            throw e;
+                        }
+                        unhanded.addAll(batch);
+                    }
+                    return true;
+                } finally {
+                    pollLock.unlock();
+                }
+            }
+
+            @Override
+            public ReceivedMessage next() {
+                pollLock.lock();
+                try {
+                    if (!hasNext()) {
+                        throw new NoSuchElementException("the consumer is closed");
+                    }
+                    return unhanded.poll();
+                } finally {
+                    pollLock.unlock();
+                }
+            }
+        };
+    }
+
+    /**
+     * Moves positions back to the first message fetched but not handed out (poll thread), so
+     * that a commit does not cover them. {@code drop}: forget them (they are fetched again);
+     * otherwise (close) an iterator still running may hand them out, uncommitted.
+     */
+    private void rewindUnhanded(boolean drop) {
+        Map<Integer, Long> first = new HashMap<>();
+        for (ReceivedMessage m : unhanded) {
+            first.merge(m.getPartition(), m.getOffset(), Math::min);
+        }
+        if (drop) {
+            unhanded.clear();
+        }
+        for (Map.Entry<Integer, Long> e : first.entrySet()) {
+            PartitionState st = owned.get(e.getKey());
+            if (st != null && e.getValue() < st.position) {
+                st.position = e.getValue();
+                st.inflight = null;
+            }
+        }
+    }
+
+    /**
      * Commits the current position of every owned partition (the next offset to consume) and
      * waits for the replies. Throws the first error after trying every partition;
      * {@link ConflictException} when a partition is no longer owned (it is then suspended until
@@ -213,6 +299,7 @@ public final class ImagoConsumer implements AutoCloseable {
             if (!joined) {
                 return;
             }
+            rewindUnhanded(true); // what the iterator has not handed out is not consumed yet
             applyAssignment();
             List<PartitionState> dirty = new ArrayList<>();
             for (PartitionState st : owned.values()) {
@@ -237,6 +324,7 @@ public final class ImagoConsumer implements AutoCloseable {
         pollLock.lock();
         try {
             PartitionState st = state(partition);
+            unhanded.removeIf(m -> m.getPartition() == partition);
             st.position = offset;
             st.inflight = null;
             st.retryAtNanos = 0;
@@ -840,6 +928,7 @@ public final class ImagoConsumer implements AutoCloseable {
         try {
             if (joined) {
                 try {
+                    rewindUnhanded(false);
                     applyAssignment();
                     if (cfg.autoCommit && !listenerBusy) {
                         List<PartitionState> dirty = new ArrayList<>();

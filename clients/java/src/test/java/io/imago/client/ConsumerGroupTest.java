@@ -330,4 +330,69 @@ class ConsumerGroupTest {
             assertEquals(sent, got);
         }
     }
+
+    @Test
+    void autoCommitCommitsAtTheIntervalWhileTheConsumerRuns() throws Exception {
+        String topic = "auto-commit";
+        produce(topic, 300, "a");
+        Map<Integer, Long> max = admin.maxOffsets(topic);
+        try (ImagoConsumer c = new ImagoConsumer(config("g-auto", topic).autoCommitInterval(Duration.ofMillis(200))
+                .pollWait(Duration.ofMillis(100)).build());
+                ImagoConsumer manual = new ImagoConsumer(config("g-no-auto", topic).autoCommit(false)
+                        .pollWait(Duration.ofMillis(100)).build())) {
+            int got = 0;
+            int gotManual = 0;
+            long deadline = System.nanoTime() + Duration.ofSeconds(15).toNanos();
+            while ((got < 300 || gotManual < 300) && System.nanoTime() < deadline) {
+                got += c.poll(Duration.ofMillis(100)).size();
+                gotManual += manual.poll(Duration.ofMillis(100)).size();
+            }
+            assertEquals(300, got);
+            assertEquals(300, gotManual);
+            // Still open: the interval commits, driven by further polls.
+            PollLoop.await(Duration.ofSeconds(10), "offsets committed by the interval", () -> {
+                c.poll(Duration.ofMillis(100));
+                manual.poll(Duration.ofMillis(100));
+                for (int p = 0; p < 4; p++) {
+                    if (!admin.fetchCommitted("g-auto", topic, p).equals(OptionalLong.of(max.get(p)))) {
+                        return false;
+                    }
+                }
+                return true;
+            });
+            // Without auto-commit nothing moves until commitSync: the join committed the start (0).
+            for (int p = 0; p < 4; p++) {
+                assertEquals(OptionalLong.of(0), admin.fetchCommitted("g-no-auto", topic, p), "partition " + p);
+            }
+            manual.commitSync();
+            for (int p = 0; p < 4; p++) {
+                assertEquals(OptionalLong.of(max.get(p)), admin.fetchCommitted("g-no-auto", topic, p));
+            }
+        }
+    }
+
+    @Test
+    void iteratingDeliversEveryMessageAndEndsWhenTheConsumerIsClosed() throws Exception {
+        String topic = "iterate";
+        Set<String> sent = produce(topic, 500, "it-");
+        ImagoConsumer c = new ImagoConsumer(config("g-iter", topic).pollWait(Duration.ofMillis(200)).build());
+        Set<String> got = ConcurrentHashMap.newKeySet();
+        AtomicInteger n = new AtomicInteger();
+        Thread reader = new Thread(() -> {
+            for (ReceivedMessage m : c) {
+                got.add(PollLoop.key(m));
+                n.incrementAndGet();
+            }
+        });
+        reader.start();
+        PollLoop.await(Duration.ofSeconds(20), "all 500 messages", () -> got.containsAll(sent));
+        c.close(); // from another thread: the loop ends
+        reader.join(10_000);
+        assertTrue(!reader.isAlive(), "the for loop ended at close()");
+        assertEquals(500, n.get(), "each message once");
+        Map<Integer, Long> max = admin.maxOffsets(topic);
+        for (int p = 0; p < 4; p++) {
+            assertEquals(OptionalLong.of(max.get(p)), admin.fetchCommitted("g-iter", topic, p));
+        }
+    }
 }

@@ -139,9 +139,11 @@ public final class Connection implements AutoCloseable {
         final Session sess = s;
         ScheduledFuture<?> timer = TIMER.schedule(() -> {
             if (sess.pending.remove(opaque, f)) {
+                // Break the session first: a request sent as soon as this future fails must
+                // go to a new connection, not to this one (and then fail with it).
+                sess.fail("a request timed out", null);
                 f.completeExceptionally(new ImagoTimeoutException(
                         "no reply from " + sess.peer + " within " + timeoutMs + " ms to '" + line + "'"));
-                sess.fail("a request timed out", null);
             }
         }, remaining, TimeUnit.NANOSECONDS);
         f.whenComplete((r, e) -> timer.cancel(false));
