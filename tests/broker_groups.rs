@@ -949,6 +949,16 @@ fn long_poll_get_parks_until_a_put_to_its_partition_and_wakes_promptly() {
     assert!(p99 < Duration::from_millis(200), "p99 {p99:?}");
 }
 
+/// The general `stats` counter `name`.
+#[track_caller]
+fn counter(conn: &mut Conn, name: &str) -> u64 {
+    let stats = conn.stats(None);
+    canonical(
+        stat(&stats, name).unwrap_or_else(|| panic!("no STAT {name} in {stats:?}")),
+        name,
+    )
+}
+
 #[test]
 fn long_poll_get_is_not_woken_by_a_put_to_another_partition() {
     let broker = Broker::start(&[]);
@@ -957,14 +967,102 @@ fn long_poll_get_is_not_woken_by_a_put_to_another_partition() {
     producer.put("lp", 0, b"seed", 1);
     consumer.send(&get_wait_cmd("lp", "grp", 0, 1, MAX, 5000, None, 3));
     consumer.expect_silence(Duration::from_millis(100));
+    assert_eq!(counter(&mut producer, "parked_gets"), 1);
+    let before = counter(&mut producer, "parked_wakeups");
     producer.put("lp", 1, b"other", 2);
     producer.put("lp", 2, b"other", 2);
     consumer.expect_silence(Duration::from_millis(300));
+    assert_eq!(
+        counter(&mut producer, "parked_wakeups") - before,
+        0,
+        "puts to partitions 1 and 2 woke the get parked on partition 0"
+    );
     producer.put("lp", 0, b"mine", 4);
     let records = consumer.read_reply().expect_value(3);
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!((records[0].partition, records[0].offset), (0, 1));
     assert_eq!(records[0].body, b"mine");
+    assert_eq!(counter(&mut producer, "parked_wakeups") - before, 1);
+}
+
+#[test]
+fn tag_filtered_long_poll_is_woken_only_by_a_put_its_filter_matches() {
+    let broker = Broker::start(&[]);
+    let mut producer = broker.connect();
+    let mut consumer = broker.connect();
+    put_tagged(&mut producer, "tagwake", 0, "a", "m0");
+    consumer.send(&get_wait_cmd(
+        "tagwake",
+        "grp",
+        0,
+        1,
+        MAX,
+        5000,
+        Some("a||c"),
+        3,
+    ));
+    consumer.expect_silence(Duration::from_millis(100));
+    assert_eq!(counter(&mut producer, "parked_gets"), 1);
+    let before = counter(&mut producer, "parked_wakeups");
+    // Same partition, tags the filter cannot match, and an untagged record.
+    put_tagged(&mut producer, "tagwake", 0, "b", "m1");
+    put_tagged(&mut producer, "tagwake", 0, "cc", "m2");
+    producer.put("tagwake", 0, b"plain", 4);
+    consumer.expect_silence(Duration::from_millis(300));
+    assert_eq!(
+        counter(&mut producer, "parked_wakeups") - before,
+        0,
+        "puts tagged b, cc and untagged woke a get filtered on a||c"
+    );
+    put_tagged(&mut producer, "tagwake", 0, "c", "m4");
+    let records = consumer.read_reply().expect_value(3);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        (records[0].offset, records[0].tag.as_slice()),
+        (4, &b"c"[..])
+    );
+    assert_eq!(counter(&mut producer, "parked_wakeups") - before, 1);
+    // An unfiltered get on the same partition is woken by any put, tagged or not.
+    consumer.send(&get_wait_cmd("tagwake", "grp", 0, 5, MAX, 5000, None, 5));
+    consumer.expect_silence(Duration::from_millis(100));
+    producer.put("tagwake", 0, b"plain again", 6);
+    assert_eq!(
+        consumer.read_reply().expect_value(5)[0].body,
+        b"plain again"
+    );
+    assert_eq!(counter(&mut producer, "parked_wakeups") - before, 2);
+}
+
+#[test]
+fn sync_flush_long_poll_pipelined_right_after_a_put_is_woken_by_its_group_commit() {
+    let broker = Broker::start(&["--flush", "sync"]);
+    let mut conn = broker.connect();
+    let t0 = Instant::now();
+    // One write: the get runs after the put is stored but before its group commit.
+    let mut req = put_cmd("fresh1", 0, 0, b"world", 2);
+    req.extend(get_wait_cmd("fresh1", "g", 0, 0, MAX, 5000, None, 3));
+    conn.send(&req);
+    let replies = conn.read_replies_by_opaque(2);
+    let waited = t0.elapsed();
+    assert_eq!(parse_put_ack(&replies[&2].expect_result(200, 2)).2, 0);
+    let records = replies[&3].expect_value(3);
+    assert_eq!(
+        (records[0].offset, records[0].body.as_slice()),
+        (0, &b"world"[..])
+    );
+    assert!(
+        waited < Duration::from_secs(2),
+        "the parked get waited {waited:?} (waitMs 5000) for a record made durable at once"
+    );
+    // Same with a tag filter, on a partition that already has durable records.
+    let mut req = put_cmd("fresh1", 0, 1, &attr_body(b"t", b"tagged"), 4);
+    req.extend(get_wait_cmd("fresh1", "g", 0, 1, MAX, 5000, Some("t"), 5));
+    let t0 = Instant::now();
+    conn.send(&req);
+    let replies = conn.read_replies_by_opaque(2);
+    replies[&4].expect_result(200, 4);
+    assert_eq!(replies[&5].expect_value(5)[0].body, b"tagged");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -225,4 +226,173 @@ fn slow_reader_does_not_grow_broker_memory() {
             records.len()
         );
     }
+}
+
+/// utime + stime of a process' main thread (the event loop), in clock ticks
+/// (/proc/<pid>/task/<pid>/stat fields 14 and 15). The store's own threads (e.g. the segment
+/// allocator prefaulting a new segment) are not the parked gets' cost.
+fn loop_cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat"))
+        .expect("read /proc/pid/task/pid/stat");
+    // The command name (field 2) may hold spaces: count fields after its closing ')'.
+    let rest = &stat[stat.rfind(')').expect("comm field") + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields[11].parse().expect("utime");
+    let stime: u64 = fields[12].parse().expect("stime");
+    utime + stime
+}
+
+/// The general `stats` counter `name`.
+#[track_caller]
+fn counter(conn: &mut Conn, name: &str) -> u64 {
+    let stats = conn.stats(None);
+    canonical(
+        stat(&stats, name).unwrap_or_else(|| panic!("no STAT {name} in {stats:?}")),
+        name,
+    )
+}
+
+#[test]
+fn slow_reader_with_parked_gets_does_not_grow_broker_memory() {
+    const PARKED: i32 = 128;
+    const BODY_BYTES: usize = 1_000_000; // each woken get answers with this one record
+    const OUTPUT_MAX: usize = 65_536;
+    const BOUND_KIB: u64 = 32 * 1024; // 128 replies buffered would be ~125 MiB
+    let output_max = OUTPUT_MAX.to_string();
+    let parked_max = PARKED.to_string();
+    let broker = Broker::start(&[
+        "--output-bytes-max",
+        &output_max,
+        "--parked-per-connection-max",
+        &parked_max,
+    ]);
+    let mut producer = broker.connect();
+    let big = vec![b'b'; BODY_BYTES];
+    producer.put("slowpark", 0, b"seed", 1);
+    // Warm up the read path with a record of the same size, on another partition.
+    producer.put("slowpark", 1, &big, 2);
+    assert_eq!(producer.get_records("slowpark", 1, 0, 1).len(), 1);
+    let rss_before = broker.rss_anon_kib();
+
+    // The slow reader parks PARKED gets at the end of partition 0 and never reads.
+    let mut slow = broker.connect();
+    let mut gets = Vec::new();
+    for op in 0..PARKED {
+        gets.extend(get_wait_cmd("slowpark", "g", 0, 1, 1, 30_000, None, op));
+    }
+    slow.send(&gets);
+    wait_for(Duration::from_secs(5), || {
+        (counter(&mut producer, "parked_gets") == PARKED as u64).then_some(())
+    })
+    .expect("the slow reader's gets never all parked");
+
+    // One put wakes them all: each would answer with the ~1 MB record.
+    producer.put("slowpark", 0, &big, 3);
+    let mut rss_max = rss_before;
+    let mut output_max_seen = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+        rss_max = rss_max.max(broker.rss_anon_kib());
+        let conns = producer.stats(Some("conns"));
+        for (name, value) in &conns {
+            if name.ends_with(":output_bytes") {
+                output_max_seen = output_max_seen.max(canonical(value, "output_bytes"));
+            }
+        }
+    }
+    let grown = rss_max.saturating_sub(rss_before);
+    assert!(
+        grown < BOUND_KIB,
+        "broker RssAnon grew by {grown} KiB (from {rss_before} KiB) answering {PARKED} parked \
+         gets of a reader that does not read"
+    );
+    // At most one reply past the limit: the output is checked before each answer.
+    let one_reply = (BODY_BYTES + 1024) as u64;
+    assert!(
+        output_max_seen <= OUTPUT_MAX as u64 + one_reply,
+        "a connection held {output_max_seen} unsent bytes (output_bytes_max {OUTPUT_MAX})"
+    );
+
+    // Once it reads, every parked get is answered, in order, with the record.
+    for op in 0..PARKED {
+        let records = slow.read_reply().expect_value(op);
+        assert_eq!(records.len(), 1, "reply {op}");
+        assert_eq!((records[0].offset, records[0].body.len()), (1, BODY_BYTES));
+    }
+    slow.expect_silence(Duration::from_millis(100));
+    assert_eq!(counter(&mut producer, "parked_gets"), 0);
+}
+
+#[test]
+fn five_thousand_parked_gets_idle_cheaply_and_a_put_wakes_only_its_partition() {
+    const CONNS: usize = 5;
+    const PER_CONN: usize = 1000;
+    const PARTITIONS: usize = 100;
+    const WOKEN_PARTITION: usize = 7;
+    const IDLE_TICKS_MAX: u64 = 10; // 100 ms of CPU per second at the usual 100 Hz
+    let partitions = PARTITIONS.to_string();
+    let broker = Broker::start(&[
+        "--default-partitions",
+        &partitions,
+        "--segment-bytes",
+        "16777216",
+    ]);
+    let mut producer = broker.connect();
+    producer.put("crowd", 0, b"seed", 1);
+    let partition_of = |c: usize, j: usize| (c * PER_CONN + j) % PARTITIONS;
+
+    let mut conns: Vec<Conn> = (0..CONNS).map(|_| broker.connect()).collect();
+    for (c, conn) in conns.iter_mut().enumerate() {
+        let mut gets = Vec::new();
+        for j in 0..PER_CONN {
+            let p = partition_of(c, j);
+            let offset = u64::from(p == 0);
+            gets.extend(get_wait_cmd(
+                "crowd", "g", p as i32, offset, 4096, 30_000, None, j as i32,
+            ));
+        }
+        conn.send(&gets);
+    }
+    let total = (CONNS * PER_CONN) as u64;
+    wait_for(Duration::from_secs(10), || {
+        (counter(&mut producer, "parked_gets") == total).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{total} gets never all parked"));
+
+    // Idle: thousands of waiters cost no CPU.
+    let pid = broker.pid();
+    let ticks_before = loop_cpu_ticks(pid);
+    thread::sleep(Duration::from_secs(1));
+    let idle_ticks = loop_cpu_ticks(pid) - ticks_before;
+    println!("{total} parked gets: {idle_ticks} event-loop CPU ticks in 1 s idle");
+    assert!(
+        idle_ticks <= IDLE_TICKS_MAX,
+        "the event loop used {idle_ticks} CPU ticks in 1 s with {total} idle parked gets"
+    );
+
+    // One put wakes exactly its partition's waiters.
+    let before = counter(&mut producer, "parked_wakeups");
+    producer.put("crowd", WOKEN_PARTITION as i32, b"wake", 2);
+    for (c, conn) in conns.iter_mut().enumerate() {
+        let expected: BTreeSet<i32> = (0..PER_CONN)
+            .filter(|&j| partition_of(c, j) == WOKEN_PARTITION)
+            .map(|j| j as i32)
+            .collect();
+        let replies = conn.read_replies_by_opaque(expected.len());
+        assert_eq!(
+            replies.keys().copied().collect::<BTreeSet<i32>>(),
+            expected,
+            "connection {c}"
+        );
+        for (op, reply) in &replies {
+            assert_eq!(reply.expect_value(*op)[0].body, b"wake");
+        }
+    }
+    for conn in &mut conns {
+        conn.expect_silence(Duration::from_millis(100));
+    }
+    let woken = (total as usize / PARTITIONS) as u64;
+    assert_eq!(counter(&mut producer, "parked_wakeups") - before, woken);
+    assert_eq!(counter(&mut producer, "parked_gets"), total - woken);
 }

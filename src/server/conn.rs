@@ -45,6 +45,12 @@ pub struct Conn {
     gates: VecDeque<(usize, u64)>,
     /// Close once the output is sent (quit, timeout, peer closed, shutdown).
     pub closing: bool,
+    /// The broker is shutting down: complete requests still in the input are answered 503
+    /// (output limit permitting) before the connection closes.
+    pub shutdown: bool,
+    /// Processing stopped because the output was over `output_bytes_max`: complete requests
+    /// may be left in the input.
+    pub input_left: bool,
     /// Registered for writable events.
     pub writable_interest: bool,
 }
@@ -76,6 +82,8 @@ impl Conn {
             sent: 0,
             gates: VecDeque::new(),
             closing: false,
+            shutdown: false,
+            input_left: false,
             writable_interest: false,
         }
     }
@@ -127,6 +135,22 @@ impl Conn {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads and drops what the peer has sent and the broker will not process (at shutdown),
+    /// so closing sends a FIN rather than a reset that could discard replies still in flight.
+    /// Bounded: a peer that keeps writing gets the reset.
+    pub fn discard_input(&mut self) {
+        const DISCARD_READS_MAX: usize = 16;
+        let mut chunk = [0u8; READ_CHUNK_BYTES];
+        for _ in 0..DISCARD_READS_MAX {
+            match self.sock.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
             }
         }
     }

@@ -15,6 +15,8 @@ mod signal;
 
 use crate::broker::{Broker, Outcome};
 use crate::protocol::{self, Code, Request, StatsWriter};
+use crate::store::index::tag_hash;
+use crate::store::FlushMode;
 use conn::{Conn, Fill, InState};
 use mio::net::TcpListener;
 use mio::unix::SourceFd;
@@ -59,6 +61,8 @@ pub struct Server {
     /// A put was held since the last flush request.
     flush_wanted: bool,
     parking: Parking,
+    /// The durable position the parked gets last heard of (sync mode).
+    last_durable: u64,
     /// Connections given replies outside their own events (woken long polls): driven at the
     /// end of the loop iteration.
     to_drive: Vec<usize>,
@@ -98,6 +102,7 @@ impl Server {
             cfg.connections_max
         );
         let bound = listener.local_addr()?;
+        let sync = cfg.flush == FlushMode::Sync;
         let mut broker = broker;
         broker.connections_max = connections_max;
         let server = Server {
@@ -109,7 +114,8 @@ impl Server {
             connections_max,
             held: Vec::new(),
             flush_wanted: false,
-            parking: Parking::default(),
+            parking: Parking::new(sync),
+            last_durable: 0,
             to_drive: Vec::new(),
             stopping: false,
         };
@@ -191,7 +197,10 @@ impl Server {
         if self.stopping {
             return;
         }
-        log::info!("signal received: stop accepting, answer what is in flight, flush");
+        log::info!(
+            "signal received: stop accepting, answer what is in flight (503 to requests received \
+             but not handled), flush"
+        );
         self.stopping = true;
         let parked = self.parking.take_all();
         self.answer_parked(parked, false);
@@ -201,9 +210,10 @@ impl Server {
         let ids: Vec<usize> = self.conns.iter().map(|(id, _)| id).collect();
         for id in ids {
             if let Some(c) = self.conns.get_mut(id) {
+                c.shutdown = !c.closing;
                 c.closing = true;
             }
-            self.write_out(id);
+            self.drive(id);
         }
     }
 
@@ -276,6 +286,13 @@ impl Server {
             let mut moved = 0;
             let mut received = false;
             let mut eof = false;
+            if conn.unsent() < output_max && self.parking.has_deferred(id) {
+                self.answer_deferred(id);
+                moved += 1;
+            }
+            let Some(conn) = self.conns.get_mut(id) else {
+                return;
+            };
             if !conn.closing && conn.unsent() < output_max {
                 match conn.fill(cap) {
                     Ok((n, how)) => {
@@ -314,7 +331,12 @@ impl Server {
             let Some(conn) = self.conns.get_mut(id) else {
                 return;
             };
-            if conn.closing || conn.unsent() >= output_max {
+            if conn.unsent() >= output_max {
+                conn.input_left = true;
+                break;
+            }
+            conn.input_left = false;
+            if conn.closing && !conn.shutdown {
                 break;
             }
             let avail = conn.input().len();
@@ -368,6 +390,7 @@ impl Server {
                 conn.consume(line_bytes); // empty lines are ignored (a stray \r\n after a body)
                 continue;
             }
+            let shutdown = conn.shutdown;
             let (input, out) = conn.split();
             let reply_start = out.len();
             let step = match protocol::parse_line(&input[..line_len], &limits) {
@@ -383,13 +406,33 @@ impl Server {
                     };
                     if input.len() < line_bytes + body_bytes {
                         Step::WaitBody(line_bytes + body_bytes, opaque)
+                    } else if shutdown {
+                        // Received complete but not handled when the shutdown began.
+                        let outcome = match req {
+                            Request::Quit => Outcome::Close,
+                            _ => {
+                                let opaque = request_opaque(&req);
+                                protocol::write_result(
+                                    out,
+                                    Code::Unavailable,
+                                    SHUTTING_DOWN,
+                                    opaque,
+                                );
+                                Outcome::Done
+                            }
+                        };
+                        Step::Handled(outcome, body_bytes, skip, None)
                     } else {
                         let body = &input[line_bytes..line_bytes + body_bytes];
+                        let durable = self.broker.store().durable_pos();
                         let outcome = self.broker.handle(&req, body, out);
                         let mut woken_group = None;
                         let outcome = match (&req, outcome) {
                             (Request::Put(p), Outcome::Stored { partition, end_pos }) => {
-                                self.parking.note_stored(p.topic, partition, end_pos);
+                                self.parking.note_stored(p.topic, partition, end_pos, || {
+                                    protocol::split_put_body(p.flag, body, &limits)
+                                        .map_or(0, |parts| tag_hash(parts.tag))
+                                });
                                 outcome
                             }
                             (Request::Get(g), Outcome::Park(park)) => {
@@ -397,15 +440,26 @@ impl Server {
                                     self.broker.answer_empty(g, park.offset, park.skipped, out);
                                 } else {
                                     let deadline = Instant::now() + park.wait;
-                                    self.parking.park(Parked::new(
-                                        g,
-                                        id,
-                                        park.offset,
-                                        park.skipped,
-                                        deadline,
-                                    ));
+                                    self.parking.park(
+                                        Parked::new(g, id, park.offset, park.skipped, deadline),
+                                        durable,
+                                    );
                                 }
                                 Outcome::Done
+                            }
+                            (Request::Stats { item, opaque }, outcome) => {
+                                match item.unwrap_or("") {
+                                    "" => add_general_stat(
+                                        out,
+                                        reply_start,
+                                        "parked_wakeups",
+                                        self.parking.wakeups(),
+                                        *opaque,
+                                    ),
+                                    "reset" => self.parking.reset_wakeups(),
+                                    _ => {}
+                                }
+                                outcome
                             }
                             (req, Outcome::Rebalanced) => {
                                 woken_group = request_group(req).map(str::to_owned);
@@ -443,6 +497,7 @@ impl Server {
                 }
                 Outcome::Close => {
                     conn.closing = true;
+                    conn.shutdown = false;
                     break;
                 }
                 Outcome::StatsConns(opaque) => self.write_conns_stats(id, opaque),
@@ -458,42 +513,77 @@ impl Server {
 
     /// Runs parked gets again and answers them: with records if any arrived, else (when
     /// `keep` is false, or their wait is over) with the empty reply. Those still waiting
-    /// when `keep` is true are parked again.
+    /// when `keep` is true are parked again. A get whose connection's output is over
+    /// `output_bytes_max` (or that has gets deferred already, to keep their order) is deferred
+    /// until that output drains.
     fn answer_parked(&mut self, parked: Vec<Parked>, keep: bool) {
-        let now = Instant::now();
+        let output_max = self.broker.config().output_bytes_max;
         let mut touched = Vec::new();
-        for mut p in parked {
-            let Some(conn) = self.conns.get_mut(p.conn) else {
+        for p in parked {
+            let Some(conn) = self.conns.get(p.conn) else {
                 continue;
             };
-            match self.broker.get(&p.retry(), &mut conn.out) {
-                Outcome::Park(park) if keep && p.deadline > now => {
-                    p.offset = park.offset;
-                    p.skipped |= park.skipped;
-                    self.parking.park(p);
-                    continue;
-                }
-                Outcome::Park(park) => {
-                    let skipped = p.skipped || park.skipped;
-                    self.broker
-                        .answer_empty(&p.asked(), park.offset, skipped, &mut conn.out);
-                }
-                _ => {}
+            if conn.unsent() >= output_max || self.parking.has_deferred(p.conn) {
+                self.parking.defer(p, keep);
+                continue;
             }
             touched.push(p.conn);
+            self.answer_one(p, keep);
         }
         self.to_drive.extend(touched);
+        self.broker.parked_gets = self.parking.total();
+    }
+
+    /// Runs one due get again: answers it, or parks it again when `keep`, its wait is not over
+    /// and it still finds nothing.
+    fn answer_one(&mut self, mut p: Parked, keep: bool) {
+        let durable = self.broker.store().durable_pos();
+        let Some(conn) = self.conns.get_mut(p.conn) else {
+            return;
+        };
+        match self.broker.get(&p.retry(), &mut conn.out) {
+            Outcome::Park(park) if keep && !self.stopping && p.deadline > Instant::now() => {
+                p.offset = park.offset;
+                p.skipped |= park.skipped;
+                self.parking.park(p, durable);
+            }
+            Outcome::Park(park) => {
+                let skipped = p.skipped || park.skipped;
+                self.broker
+                    .answer_empty(&p.asked(), park.offset, skipped, &mut conn.out);
+            }
+            _ => {}
+        }
+    }
+
+    /// Answers a connection's deferred gets, oldest first, while its output is under
+    /// `output_bytes_max`.
+    fn answer_deferred(&mut self, id: usize) {
+        let output_max = self.broker.config().output_bytes_max;
+        while self.conns.get(id).is_some_and(|c| c.unsent() < output_max) {
+            let Some((p, keep)) = self.parking.pop_deferred(id) else {
+                break;
+            };
+            self.answer_one(p, keep);
+        }
         self.broker.parked_gets = self.parking.total();
     }
 
     /// Answers parked gets whose partitions got visible messages, whose wait is over, or whose
     /// group rebalanced because members expired.
     fn service_parked(&mut self) {
+        let visible = match self.broker.config().flush {
+            FlushMode::Sync => {
+                let durable = self.broker.store().durable_pos();
+                if durable != self.last_durable {
+                    self.last_durable = durable;
+                    self.parking.note_durable(durable);
+                }
+                durable
+            }
+            FlushMode::Async => u64::MAX,
+        };
         if self.parking.has_stored() {
-            let visible = match self.broker.config().flush {
-                crate::store::FlushMode::Sync => self.broker.store().durable_pos(),
-                crate::store::FlushMode::Async => u64::MAX,
-            };
             let woken = self.parking.take_woken(visible);
             self.answer_parked(woken, true);
         }
@@ -548,7 +638,8 @@ impl Server {
             }
             conn.writable_interest = blocked;
         }
-        if conn.closing && conn.unsent() == 0 {
+        let input_left = conn.shutdown && conn.input_left;
+        if conn.closing && conn.unsent() == 0 && !input_left && !self.parking.has_deferred(id) {
             self.close(id);
         }
         n
@@ -594,12 +685,63 @@ impl Server {
 
     fn close(&mut self, id: usize) {
         if let Some(mut conn) = self.conns.try_remove(id) {
+            if self.stopping {
+                conn.discard_input();
+            }
             let _ = self.poll.registry().deregister(&mut conn.sock);
         }
         self.parking.take_conn(id);
         self.broker.parked_gets = self.parking.total();
         self.held.retain(|&h| h != id);
         self.broker.curr_connections = self.conns.len();
+    }
+}
+
+/// The body of the 503 answering a request received but not handled before a shutdown.
+const SHUTTING_DOWN: &[u8] = b"shutting down";
+
+/// The opaque a request's reply carries.
+fn request_opaque(req: &Request<'_>) -> i32 {
+    match req {
+        Request::Put(p) => p.opaque,
+        Request::Get(g) => g.opaque,
+        Request::Offset(o) => o.opaque,
+        Request::Stats { opaque, .. } | Request::Version { opaque } => {
+            opaque.unwrap_or(protocol::OPAQUE_NONE)
+        }
+        Request::Quit => protocol::OPAQUE_NONE,
+        Request::Transaction { opaque } | Request::Sync { opaque, .. } => *opaque,
+        Request::Commit(c) => c.opaque,
+        Request::Fetch(f) => f.opaque,
+        Request::Join(j) => j.opaque,
+        Request::Heartbeat(m) | Request::Leave(m) => m.opaque,
+        Request::Reset(r) => r.opaque,
+    }
+}
+
+/// Adds `STAT <name> <value>` before the `END` of the general stats reply at `out[start..]`,
+/// in either form: the server's own counters, after the broker's.
+fn add_general_stat(out: &mut Vec<u8>, start: usize, name: &str, value: u64, opaque: Option<i32>) {
+    const END: &[u8] = b"END\r\n";
+    if out.len() < start + END.len() || !out.ends_with(END) {
+        return;
+    }
+    let line = format!("STAT {name} {value}\r\n");
+    match opaque {
+        None => {
+            let at = out.len() - END.len();
+            out.splice(at..at, line.bytes());
+        }
+        Some(opaque) => {
+            let Some(header) = out[start..].windows(2).position(|w| w == b"\r\n") else {
+                return;
+            };
+            let mut body = out[start + header + 2..].to_vec();
+            let at = body.len() - END.len();
+            body.splice(at..at, line.bytes());
+            out.truncate(start);
+            protocol::write_result(out, Code::Ok, &body, opaque);
+        }
     }
 }
 
