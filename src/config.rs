@@ -13,6 +13,9 @@
 //! ```
 //!
 //! Flags given on the command line override the file.
+//!
+//! `stats settings` shows the values in force, which are these except `connections_max`: the
+//! server lowers it at start-up to fit the open-file limit, and the broker reports that value.
 
 use crate::protocol::Limits;
 use crate::store::{FlushMode, StoreConfig};
@@ -249,7 +252,7 @@ pub const SETTINGS: &[Setting] = &[
     ),
     setting!(
         "connections_max",
-        "most open connections (also capped by the open-file limit)",
+        "most open connections (lowered at start-up to fit the open-file limit)",
         |c| c.connections_max,
         |c, v| c.connections_max = num(v)?
     ),

@@ -2,7 +2,7 @@
 //! `protocol.md` ("Statistics") lists.
 
 use super::{Broker, Outcome};
-use crate::config::SETTINGS;
+use crate::config::{Setting, SETTINGS};
 use crate::protocol::{self, Code, StatsWriter};
 
 /// Event counters of the general `stats` table; `stats reset` zeroes them.
@@ -44,6 +44,7 @@ impl Counters {
     }
 }
 
+/// `stats help`: one line per item, worded as protocol.md's table of stats items ("stats").
 const HELP: &[(&str, &str)] = &[
     ("", "general counters"),
     ("topics", "per topic: partition and message counts"),
@@ -59,11 +60,11 @@ const HELP: &[(&str, &str)] = &[
     ("conns", "per connection: address, state, output bytes"),
     (
         "groups",
-        "per consumer group, topic and partition: committed offset, lag, owner",
+        "per consumer group, topic and partition: committed offset, max offset, lag, owner",
     ),
     ("group:<group>", "the same for one group"),
-    ("reset", "resets the counters"),
-    ("help", "this list"),
+    ("reset", "resets the counters; no STAT lines"),
+    ("help", "one line per item"),
 ];
 
 impl Broker {
@@ -89,7 +90,7 @@ impl Broker {
             }
             "settings" => {
                 for s in SETTINGS {
-                    w.stat(s.name, (s.get)(&self.cfg));
+                    w.stat(s.name, self.setting_in_force(s));
                 }
             }
             "conns" => return Outcome::StatsConns(opaque),
@@ -116,6 +117,15 @@ impl Broker {
         }
         w.finish(out, opaque);
         Outcome::Done
+    }
+
+    /// A setting's value as `stats settings` shows it: the value in force, which for
+    /// `connections_max` is what the server kept after fitting it to the open-file limit.
+    fn setting_in_force(&self, s: &Setting) -> String {
+        match s.name {
+            "connections_max" => self.connections_max.to_string(),
+            _ => (s.get)(&self.cfg),
+        }
     }
 
     fn topic_offsets(&self, topic: &str, w: &mut StatsWriter) {
