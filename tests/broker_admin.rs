@@ -35,6 +35,7 @@ const COUNTERS: &[&str] = &[
     "cmd_commit",
     "cmd_join",
     "cmd_heartbeat",
+    "parked_wakeups",
 ];
 
 /// Current states of the general table that a reset must leave alone.
@@ -89,6 +90,14 @@ fn stats_reset_zeroes_every_counter_and_leaves_the_gauges() {
     other.join_ok("billing", "reset", "m1", "cluster", "earliest", 9);
     other.heartbeat_ok("billing", "reset", "m1", 10);
     other.commit_ok("billing", "reset", 0, 1, "m1", 1, 11);
+    // A long-poll get woken by a put.
+    conn.send(&get_wait_cmd("reset", GROUP, 0, 2, 1000, 5000, None, 12));
+    let parked = wait_for(Duration::from_secs(10), || {
+        (stat(&other.stats(None), "parked_gets") == Some("1")).then_some(())
+    });
+    assert!(parked.is_some(), "the get never parked");
+    other.put("reset", 0, b"wake", 13);
+    conn.read_reply().expect_value(12);
     let _third = broker.connect();
     let mut refused = broker.connect();
     refused.read_reply().expect_result(503, OPAQUE_NONE);
@@ -135,7 +144,7 @@ fn stats_reset_zeroes_every_counter_and_leaves_the_gauges() {
     assert_eq!(number(&after, "groups"), 1);
 
     // Counting resumes from zero, store-derived counters included.
-    conn.put("reset", 1, b"three", 12);
+    conn.put("reset", 1, b"three", 14);
     let stats = conn.stats(None);
     assert_eq!(number(&stats, "cmd_put"), 1);
     assert_eq!(number(&stats, "messages_stored"), 1);
@@ -146,9 +155,9 @@ fn stats_reset_zeroes_every_counter_and_leaves_the_gauges() {
     assert!(number(&stats, "fsyncs") >= 1, "{stats:?}");
 
     // The result form.
-    conn.send(b"stats reset 13\r\n");
-    conn.expect_bytes(b"result 200 7 13\r\nRESET\r\n");
-    let stats = conn.stats_result("", 14);
+    conn.send(b"stats reset 15\r\n");
+    conn.expect_bytes(b"result 200 7 15\r\nRESET\r\n");
+    let stats = conn.stats_result("", 16);
     assert_eq!(number(&stats, "cmd_put"), 0);
     assert_eq!(number(&stats, "messages_stored"), 0);
 }
