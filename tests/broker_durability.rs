@@ -124,44 +124,136 @@ fn sigterm_mid_pipeline_answers_in_order_and_keeps_every_ack() {
     let first = conn.read_reply();
     broker.signal("TERM");
 
+    // Every reply, in request order: 200 for the puts handled before the signal, then 503
+    // "shutting down" for those received but not handled; never a 200 after a 503.
     let mut acked = Vec::new();
+    let mut refused = 0;
     let mut next = Some(first);
     let mut i = 0i32;
-    while let Some(reply) = next {
+    let clean_eof = loop {
+        let Some(reply) = next else {
+            break true;
+        };
         assert_eq!(
             reply.opaque(),
             i,
             "replies stay in request order: {reply:?}"
         );
         match reply.code() {
-            Some(200) => {
+            Some(200) if refused == 0 => {
                 let (_, _, offset) = parse_put_ack(&reply.expect_result(200, i));
                 assert_eq!(offset, acked.len() as u64, "acks are contiguous");
                 acked.push(offset);
             }
-            Some(503) => {}
-            _ => panic!("during shutdown a put gets 200 or 503, got {reply:?}"),
+            Some(503) => {
+                assert_eq!(reply.expect_result(503, i), "shutting down");
+                refused += 1;
+            }
+            _ => panic!("after {refused} replies 503 (shutting down), reply {i}: {reply:?}"),
         }
         i += 1;
-        next = conn.try_read_reply().unwrap_or(None);
-    }
+        match conn.try_read_reply() {
+            Ok(r) => next = r,
+            Err(_) => break false,
+        }
+    };
     let status = broker.wait_exit(EXIT_TIMEOUT);
     assert!(status.success(), "exit status {status} after SIGTERM");
     let _ = write.join();
     assert!(!acked.is_empty());
+    eprintln!(
+        "SIGTERM mid-pipeline: {} acked, {refused} refused, {} never answered",
+        acked.len(),
+        N - i as usize
+    );
 
     broker.restart(&[]);
     let mut conn = broker.connect();
     let records = conn.read_partition("term", 0);
-    assert!(
-        records.len() >= acked.len(),
-        "{} acked before SIGTERM, {} after restart",
-        acked.len(),
-        records.len()
-    );
+    // A put answered 503 was not stored; with every reply read, the log holds exactly the
+    // acknowledged puts.
+    if clean_eof {
+        assert_eq!(
+            records.len(),
+            acked.len(),
+            "acked puts vs records after restart"
+        );
+    } else {
+        assert!(
+            records.len() >= acked.len(),
+            "{} acked before SIGTERM, {} after restart",
+            acked.len(),
+            records.len()
+        );
+    }
     for (i, r) in records.iter().enumerate() {
         assert_eq!(r.body, bodies[i], "record {i}");
     }
+}
+
+#[test]
+fn sigterm_answers_requests_received_but_not_handled_with_503() {
+    const GETS: i32 = 24; // ~24 MB of replies: more than the socket buffers hold
+    const PUTS: i32 = 5;
+    let mut broker = Broker::start(&["--output-bytes-max", "65536"]);
+    let mut producer = broker.connect();
+    producer.put("stall", 0, &vec![b's'; 1_000_000], 1);
+
+    // A client that pipelines big gets, then puts and a version, and does not read: the
+    // broker stops handling its requests once its output is over output_bytes_max.
+    let mut client = broker.connect();
+    let mut batch = Vec::new();
+    for op in 100..100 + GETS {
+        batch.extend(get_cmd("stall", 0, 0, GET_BYTES_MAX_DEFAULT, op));
+    }
+    for op in 200..200 + PUTS {
+        batch.extend(put_cmd("stall", 1, 0, b"must not be stored", op));
+    }
+    batch.extend_from_slice(b"version 300\r\n");
+    client.send(&batch);
+    let stalled = wait_for(Duration::from_secs(5), || {
+        let conns = producer.stats(Some("conns"));
+        conns
+            .iter()
+            .any(|(name, value)| {
+                name.ends_with(":output_bytes") && canonical::<u64>(value, "output_bytes") >= 65_536
+            })
+            .then_some(())
+    });
+    stalled.expect("the client's output never reached output_bytes_max");
+    thread::sleep(Duration::from_millis(100));
+    broker.signal("TERM");
+
+    // The gets handled before the signal answer with the record, every later request 503.
+    let mut values = 0;
+    for op in 100..100 + GETS {
+        let reply = client.read_reply();
+        if reply.code().is_none() && values == op - 100 {
+            assert_eq!(reply.expect_value(op)[0].body.len(), 1_000_000);
+            values += 1;
+        } else {
+            assert_eq!(reply.expect_result(503, op), "shutting down", "get {op}");
+        }
+    }
+    assert!(
+        (1..GETS).contains(&values),
+        "{values} of {GETS} gets answered before the stall"
+    );
+    for op in 200..200 + PUTS {
+        assert_eq!(client.read_reply().expect_result(503, op), "shutting down");
+    }
+    assert_eq!(client.read_reply().expect_result(503, 300), "shutting down");
+    client.expect_eof();
+    let status = broker.wait_exit(EXIT_TIMEOUT);
+    assert!(status.success(), "exit status {status} after SIGTERM");
+
+    broker.restart(&[]);
+    let mut conn = broker.connect();
+    assert!(
+        conn.read_partition("stall", 1).is_empty(),
+        "a put answered 503 was stored"
+    );
+    assert_eq!(conn.read_partition("stall", 0).len(), 1);
 }
 
 #[test]
@@ -236,7 +328,14 @@ fn dur_body(producer: usize, seq: u64) -> Vec<u8> {
 
 /// One producer: a writer thread pipelining puts (at most `WINDOW` unanswered) and this
 /// thread reading replies in order, until the connection dies or `stop` is set.
-fn producer(addr: SocketAddr, id: usize, stop: Arc<AtomicBool>) -> Acked {
+/// `acked_end` is raised to the commitlog end position of every acknowledged put (its msg id's
+/// position plus its record size) once the ack is read.
+fn producer(
+    addr: SocketAddr,
+    id: usize,
+    stop: Arc<AtomicBool>,
+    acked_end: Arc<AtomicU64>,
+) -> Acked {
     const WINDOW: u64 = 256;
     const BATCH: u64 = 16;
     let mut conn = Conn::connect(addr);
@@ -274,8 +373,11 @@ fn producer(addr: SocketAddr, id: usize, stop: Arc<AtomicBool>) -> Acked {
     let mut seq = 0u64;
     while let Ok(Some(reply)) = conn.try_read_reply() {
         let text = reply.expect_result(200, seq as i32);
-        let (_, p, offset) = parse_put_ack(&text);
+        let (msg_id, p, offset) = parse_put_ack(&text);
         assert_eq!(p, dur_partition(id, seq));
+        let pos = msg_id & ((1 << 48) - 1);
+        let size = record_size(dur_topic(seq), b"", b"", &dur_body(id, seq)) as u64;
+        acked_end.fetch_max(pos + size, Ordering::SeqCst);
         acked.push((
             dur_topic(seq).to_string(),
             p as u32,
@@ -290,18 +392,83 @@ fn producer(addr: SocketAddr, id: usize, stop: Arc<AtomicBool>) -> Acked {
     acked
 }
 
-/// Runs 4 producers for `load`, kills the broker with SIGKILL mid-run, restarts it with the
-/// same `args`, and returns every ack, the recovered log and the restarted broker.
-fn kill9_under_load(args: &[&str], load: Duration) -> (Vec<Acked>, Log, Broker) {
+/// What the durability checker saw: `stats` polls made after at least one ack, and the polls
+/// whose `commitlog_durable_pos` was below the end of a put acknowledged before the poll.
+struct DurableChecks {
+    polls: u64,
+    behind: Vec<String>,
+}
+
+/// Reads a memcached-form `stats` reply; returns its `commitlog_durable_pos`, None when the
+/// connection ends (the broker was killed).
+fn read_durable_pos(conn: &mut Conn) -> Option<u64> {
+    let mut durable = None;
+    loop {
+        let line = conn.try_read_raw_line().ok()??;
+        let line = String::from_utf8(line).expect("stats lines are UTF-8");
+        let line = line.trim_end();
+        if line == "END" {
+            return durable;
+        }
+        if let Some(v) = line.strip_prefix("STAT commitlog_durable_pos ") {
+            durable = Some(canonical(v, "commitlog_durable_pos"));
+        }
+    }
+}
+
+/// Polls `stats` until the connection ends or `stop`: every poll is sent after the acks
+/// counted in `acked_end` were read, so it must report them durable.
+fn check_durable_acks(
+    addr: SocketAddr,
+    acked_end: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> DurableChecks {
+    let mut checks = DurableChecks {
+        polls: 0,
+        behind: Vec::new(),
+    };
+    let Ok(mut conn) = Conn::try_connect(addr) else {
+        return checks;
+    };
+    while !stop.load(Ordering::SeqCst) {
+        let end = acked_end.load(Ordering::SeqCst);
+        if conn.try_send(b"stats\r\n").is_err() {
+            break;
+        }
+        let Some(durable) = read_durable_pos(&mut conn) else {
+            break;
+        };
+        if end > 0 {
+            checks.polls += 1;
+            if durable < end {
+                checks.behind.push(format!(
+                    "commitlog_durable_pos {durable} below acknowledged end {end}"
+                ));
+            }
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    checks
+}
+
+/// Runs 4 producers (and a durability checker polling `stats`) for `load`, kills the broker
+/// with SIGKILL mid-run, restarts it with the same `args`, and returns every ack, the
+/// recovered log, the restarted broker and what the checker saw.
+fn kill9_under_load(args: &[&str], load: Duration) -> (Vec<Acked>, Log, Broker, DurableChecks) {
     let mut broker = Broker::start(args);
     let addr = broker.addr();
     let stop = Arc::new(AtomicBool::new(false));
+    let acked_end = Arc::new(AtomicU64::new(0));
     let producers: Vec<_> = (0..4)
         .map(|id| {
-            let stop = Arc::clone(&stop);
-            thread::spawn(move || producer(addr, id, stop))
+            let (stop, acked_end) = (Arc::clone(&stop), Arc::clone(&acked_end));
+            thread::spawn(move || producer(addr, id, stop, acked_end))
         })
         .collect();
+    let checker = {
+        let (stop, acked_end) = (Arc::clone(&stop), Arc::clone(&acked_end));
+        thread::spawn(move || check_durable_acks(addr, acked_end, stop))
+    };
     thread::sleep(load);
     broker.kill9();
     stop.store(true, Ordering::SeqCst);
@@ -309,11 +476,12 @@ fn kill9_under_load(args: &[&str], load: Duration) -> (Vec<Acked>, Log, Broker) 
         .into_iter()
         .map(|p| p.join().expect("producer thread"))
         .collect();
+    let checks = checker.join().expect("durability checker thread");
 
     broker.restart(args);
     let mut conn = broker.connect();
     let log = read_all(&mut conn, &[("dur-a", 4), ("dur-b", 4)]);
-    (acks, log, broker)
+    (acks, log, broker, checks)
 }
 
 /// The recovered partitions take appends at their recovered ends, readable at once.
@@ -346,11 +514,26 @@ fn check_log_is_ours_and_unique(log: &Log) {
 
 #[test]
 fn kill9_under_sync_flush_keeps_every_acknowledged_message() {
-    let (acks, log, broker) = kill9_under_load(&["--flush", "sync"], Duration::from_millis(2500));
+    let (acks, log, broker, checks) =
+        kill9_under_load(&["--flush", "sync"], Duration::from_millis(2500));
     let total: usize = acks.iter().map(Vec::len).sum();
     assert!(
         total >= 20,
         "only {total} puts acknowledged in 2.5 s of sync-flush load"
+    );
+    // An ack is sent only once the record is durable: `stats` asked after an ack always
+    // reports a durable position past that record (async mode fails this within 500 ms).
+    assert!(
+        checks.polls >= 20,
+        "only {} stats polls after an ack in 2.5 s",
+        checks.polls
+    );
+    assert!(
+        checks.behind.is_empty(),
+        "{} of {} polls saw an acknowledged put not yet durable, e.g. {}",
+        checks.behind.len(),
+        checks.polls,
+        checks.behind[0]
     );
     for (producer, acked) in acks.iter().enumerate() {
         for (topic, p, offset, body) in acked {
@@ -376,7 +559,7 @@ fn kill9_under_sync_flush_keeps_every_acknowledged_message() {
 fn kill9_under_async_flush_recovers_a_consistent_log() {
     // No durability promise for acks here; recovery must still yield whole, valid,
     // contiguous records (read_partition checks offsets and CRCs) that we sent, once each.
-    let (acks, log, broker) = kill9_under_load(&[], Duration::from_millis(1500));
+    let (acks, log, broker, _) = kill9_under_load(&[], Duration::from_millis(1500));
     let total: usize = acks.iter().map(Vec::len).sum();
     assert!(total > 0, "nothing acknowledged under async flush");
     check_log_is_ours_and_unique(&log);

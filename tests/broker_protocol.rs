@@ -755,13 +755,19 @@ fn readme_netcat_session() {
     let mut conn = broker.connect();
     conn.send(b"put demo 0 5 0 1\r\nhello\r\nget demo g 0 0 1048576 2\r\nstats\r\nquit\r\n");
 
-    let (_, partition, offset) = parse_put_ack(&conn.read_reply().expect_result(200, 1));
-    assert_eq!((partition, offset), (0, 0));
-    // Next is the get's value: nothing was answered for the empty line.
-    let records = conn.read_reply().expect_value(2);
+    // As the README shows it: message id 0, partition 0, offset 0 ...
+    conn.expect_bytes(b"result 200 5 1\r\n0 0 0");
+    // ... then at once the get's value (nothing was answered for the empty line): one 73-byte
+    // record, 64 header bytes + "demo" + "hello".
+    conn.expect_bytes(b"value 73 2\r\n");
+    let body = conn.read_exact(73);
+    let records = parse_records(&body);
     assert_eq!(records.len(), 1);
-    assert_eq!(records[0].body, b"hello");
-    assert_eq!(records[0].topic, "demo");
+    assert_eq!(
+        (records[0].topic.as_str(), records[0].body.as_slice()),
+        ("demo", &b"hello"[..])
+    );
+    assert_eq!((records[0].offset, records[0].msg_id), (0, 0));
     let stats = conn.read_stats();
     assert!(stat(&stats, "pid").is_some(), "{stats:?}");
     conn.expect_eof();
