@@ -221,3 +221,125 @@ fn a_second_process_cannot_open_a_directory_in_use() {
         Err(StoreError::Locked)
     ));
 }
+
+#[test]
+fn a_reader_reading_while_the_writer_appends_gets_every_record_intact_and_in_order() {
+    const N: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(small_config(dir.path())).unwrap());
+    store.ensure_topic("t", 2).unwrap();
+    let body_of = |i: u64| format!("rec-{i}-{}", "y".repeat((i % 97) as usize)).into_bytes();
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let (mut next, mut got, mut empty_polls) = (0u64, 0u64, 0u64);
+            let began = std::time::Instant::now();
+            while got < N {
+                assert!(began.elapsed().as_secs() < 60, "reader stuck at {next}");
+                let mut buf = Vec::new();
+                let r = store.read_into("t", 0, next, 8192, None, &mut buf).unwrap();
+                if r.records == 0 {
+                    empty_polls += 1;
+                    std::thread::yield_now();
+                    continue;
+                }
+                for (offset, _, body) in records(&buf) {
+                    assert_eq!(offset, next, "offsets are contiguous");
+                    assert_eq!(body, body_of(offset), "record {offset} intact");
+                    next += 1;
+                    got += 1;
+                }
+                assert_eq!(r.next_offset, next);
+            }
+            empty_polls
+        })
+    };
+    for i in 0..N {
+        store.append(&msg("t", 0, &body_of(i))).unwrap();
+        store.append(&msg("t", 1, b"other")).unwrap(); // interleaved, rolls segments
+    }
+    let empty_polls = reader.join().unwrap();
+    assert!(store.stats().segments > 10);
+    println!("reader caught up {empty_polls} times while the writer appended");
+}
+
+#[test]
+fn async_mode_flushes_on_the_interval_without_any_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(dir.path());
+    cfg.flush_interval_ms = 50;
+    cfg.flush_dirty_bytes = u64::MAX;
+    let store = Store::open(cfg).unwrap();
+    store.ensure_topic("t", 1).unwrap();
+    let before = store.stats().fsyncs;
+    let a = store.append(&msg("t", 0, b"tiny")).unwrap();
+    let began = std::time::Instant::now();
+    while store.durable_pos() < a.end_pos {
+        assert!(began.elapsed().as_secs() < 5, "never flushed");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(store.stats().fsyncs > before);
+}
+
+#[test]
+fn async_mode_flushes_once_the_dirty_bytes_pass_the_threshold_and_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(dir.path());
+    cfg.segment_bytes = 1 << 20;
+    cfg.flush_interval_ms = 3_600_000;
+    cfg.checkpoint_interval_ms = 3_600_000;
+    cfg.flush_dirty_bytes = 256 * 1024;
+    let store = Store::open(cfg).unwrap();
+    store.ensure_topic("t", 1).unwrap();
+    let wait_flushed = |pos: u64| {
+        let began = std::time::Instant::now();
+        while store.durable_pos() < pos && began.elapsed().as_secs() < 5 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    wait_flushed(store.stats().write_pos); // recovery's own position
+    let (fsyncs, durable) = (store.stats().fsyncs, store.durable_pos());
+    let body = vec![b'd'; 1000];
+    let mut end = 0;
+    while end - durable < 200 * 1024 {
+        end = store.append(&msg("t", 0, &body)).unwrap().end_pos;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        store.stats().fsyncs,
+        fsyncs,
+        "under the threshold: no flush"
+    );
+    while end - durable < 256 * 1024 {
+        end = store.append(&msg("t", 0, &body)).unwrap().end_pos;
+    }
+    wait_flushed(end);
+    let s = store.stats();
+    assert!(s.fsyncs > fsyncs, "over the threshold: flushed");
+    assert!(s.durable_pos >= end, "durable {} < {end}", s.durable_pos);
+}
+
+#[test]
+fn in_sync_mode_a_message_id_finds_only_durable_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(dir.path());
+    cfg.flush = imago::store::FlushMode::Sync;
+    let store = Store::open(cfg).unwrap();
+    store.ensure_topic("t", 1).unwrap();
+    let mut saw_pending = 0;
+    for _ in 0..200 {
+        let a = store.append(&msg("t", 0, b"pending")).unwrap();
+        let got = store.get_by_id(a.msg_id);
+        if store.durable_pos() < a.end_pos {
+            // Not durable before, during or after the lookup: it must not be found.
+            assert!(matches!(got, Err(StoreError::NoSuchMessage)), "{got:?}");
+            saw_pending += 1;
+        }
+        assert!(store.wait_durable(a.end_pos, std::time::Duration::from_secs(5)));
+        assert_eq!(
+            records(&store.get_by_id(a.msg_id).unwrap())[0].2,
+            b"pending"
+        );
+    }
+    assert!(saw_pending > 0, "never caught a record before its flush");
+}

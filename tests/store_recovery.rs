@@ -1,16 +1,28 @@
 //! Recovery on real files: a record cut at every byte position, bit flips in headers and
-//! bodies (after a crash and after a clean shutdown), an index rebuilt from the log alone.
+//! bodies (after a crash and after a clean shutdown), an index rebuilt from the log alone,
+//! damage below the durable mark, stale index entries, time search across holes.
 
 mod store_util;
-use imago::store::{Store, StoreError};
+use imago::store::{inspect, FlushMode, Store, StoreConfig, StoreError};
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::time::{Duration, Instant};
 use store_util::*;
 
-/// Writes `n` records to one partition, crashes, and returns each record's position and size.
+/// `small_config` with no background flush or checkpoint: nothing written becomes durable
+/// (and no durable mark advances) until the test says so.
+fn quiet_config(dir: &Path) -> StoreConfig {
+    let mut cfg = small_config(dir);
+    cfg.flush_interval_ms = 3_600_000;
+    cfg.checkpoint_interval_ms = 3_600_000;
+    cfg
+}
+
+/// Writes `n` records to two partitions (alternating), crashes (nothing flushed), and returns
+/// each record's position and size.
 fn write_and_crash(dir: &Path, n: u32) -> Vec<(u64, usize)> {
-    let store = Store::open(small_config(dir)).unwrap();
+    let store = Store::open(quiet_config(dir)).unwrap();
     store.ensure_topic("t", 2).unwrap();
     let mut spots = Vec::new();
     for i in 0..n {
@@ -199,14 +211,249 @@ fn a_corrupt_record_with_a_lost_index_entry_becomes_a_hole_that_reads_report() {
     assert_eq!(store.offsets("t", 0).unwrap(), (0, 5));
 }
 
+/// Zeroes the last `entries` entries of every index file of `topic`/`partition`'s last file.
+fn zero_index_tail(dir: &Path, topic: &str, partition: u32, entries: u64) {
+    let pdir = dir.join("index").join(topic).join(partition.to_string());
+    let mut files: Vec<_> = std::fs::read_dir(&pdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut zeroed = 0;
+    for f in files.iter().rev() {
+        let bytes = std::fs::read(f).unwrap();
+        let used = bytes
+            .chunks_exact(24)
+            .take_while(|c| c.iter().any(|&b| b != 0))
+            .count() as u64;
+        let n = used.min(entries - zeroed);
+        patch_file(f, (used - n) * 24, |b| b.fill(0), (n * 24) as usize);
+        zeroed += n;
+        if zeroed == entries {
+            return;
+        }
+    }
+    panic!("{topic}/{partition} has fewer than {entries} entries");
+}
+
+fn patch_file(path: &Path, pos: u64, f: impl FnOnce(&mut [u8]), len: usize) {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut buf = vec![0; len];
+    file.seek(SeekFrom::Start(pos)).unwrap();
+    file.read_exact(&mut buf).unwrap();
+    f(&mut buf);
+    file.seek(SeekFrom::Start(pos)).unwrap();
+    file.write_all(&buf).unwrap();
+}
+
 #[test]
 fn after_a_crash_with_no_index_flush_every_written_record_is_indexed() {
     let dir = tempfile::tempdir().unwrap();
     write_and_crash(dir.path(), 200);
+    // The index pages of a crashed writer may never have reached the disk: lose their tails.
+    zero_index_tail(dir.path(), "t", 0, 70);
+    zero_index_tail(dir.path(), "t", 1, 30);
     let store = Store::open(small_config(dir.path())).unwrap();
     assert_eq!(read_all(&store, "t", 0, 0).len(), 100);
     assert_eq!(read_all(&store, "t", 1, 0).len(), 100);
     let inspect = imago::store::inspect::verify(dir.path()).unwrap();
     assert!(inspect.ok(), "{inspect:?}");
     assert_eq!(inspect.records, 200);
+}
+
+/// Polls until the durable mark in `dir` covers `pos`.
+fn wait_for_mark(dir: &Path, pos: u64) {
+    let began = Instant::now();
+    while inspect::durable_mark(dir).unwrap_or(0) < pos {
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "durable mark {:?} never reached {pos}",
+            inspect::durable_mark(dir)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn sync_config(dir: &Path) -> StoreConfig {
+    let mut cfg = quiet_config(dir);
+    cfg.flush = FlushMode::Sync;
+    cfg
+}
+
+#[test]
+fn a_damaged_last_durable_record_is_reported_corrupt_and_its_offset_is_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pos, len, last) = {
+        let store = Store::open(sync_config(dir.path())).unwrap();
+        store.ensure_topic("t", 1).unwrap();
+        let mut last = None;
+        for i in 0..6 {
+            last = Some(
+                store
+                    .append(&msg("t", 0, format!("acked-{i}").as_bytes()))
+                    .unwrap(),
+            );
+        }
+        let last = last.unwrap();
+        assert!(store.wait_durable(last.end_pos, Duration::from_secs(5)));
+        let len = store.get_by_id(last.msg_id).unwrap().len();
+        wait_for_mark(dir.path(), last.end_pos);
+        store.abandon();
+        (last.end_pos - len as u64, len, last)
+    };
+    // Damage in the body of the last acknowledged record: nothing valid follows it.
+    patch(dir.path(), pos + len as u64 - 2, |b| b[0] ^= 0x04, 1);
+    let store = Store::open(sync_config(dir.path())).unwrap();
+    assert_eq!(store.stats().corrupt_records, 1, "reported by recovery");
+    assert_eq!(store.offsets("t", 0).unwrap(), (0, 6), "offset 5 is kept");
+    let mut buf = Vec::new();
+    assert!(matches!(
+        store.read_into("t", 0, 5, 1 << 20, None, &mut buf),
+        Err(StoreError::Corrupt { offset: 5, next: 6 })
+    ));
+    assert_eq!(read_all(&store, "t", 0, 0).len(), 5);
+    let a = store.append(&msg("t", 0, b"after")).unwrap();
+    assert_eq!(a.offset, 6, "the damaged record's offset is not reused");
+    assert!(
+        a.end_pos - (64 + 1 + 5) as u64 >= last.end_pos,
+        "nor its position"
+    );
+    assert!(store.wait_durable(a.end_pos, Duration::from_secs(5)));
+    assert_eq!(read_all(&store, "t", 0, 6).len(), 1);
+}
+
+#[test]
+fn damage_at_read_time_is_counted_once_and_a_message_id_lookup_answers_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let spots = write_and_crash(dir.path(), 9);
+    let store = Store::open(small_config(dir.path())).unwrap();
+    assert_eq!(store.stats().corrupt_records, 0);
+    store.close().unwrap();
+    let (read_pos, read_len) = spots[4]; // t/0 offset 2
+    let (id_pos, id_len) = spots[7]; // t/1 offset 3
+    patch(
+        dir.path(),
+        read_pos + read_len as u64 - 1,
+        |b| b[0] ^= 0x01,
+        1,
+    );
+    patch(dir.path(), id_pos + id_len as u64 - 1, |b| b[0] ^= 0x01, 1);
+    let store = Store::open(small_config(dir.path())).unwrap(); // clean: no scan
+    let mut buf = Vec::new();
+    for _ in 0..2 {
+        assert!(matches!(
+            store.read_into("t", 0, 2, 1 << 20, None, &mut buf),
+            Err(StoreError::Corrupt { offset: 2, next: 3 })
+        ));
+    }
+    assert_eq!(store.stats().corrupt_records, 1, "one damaged record");
+    match store.get_by_id(id_pos) {
+        Err(StoreError::Corrupt { offset: 3, next: 4 }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.stats().corrupt_records, 2);
+    assert!(matches!(
+        store.get_by_id(id_pos + 1),
+        Err(StoreError::NoSuchMessage)
+    ));
+    assert!(store.get_by_id(spots[5].0).is_ok());
+}
+
+#[test]
+fn offset_for_time_stays_correct_across_a_hole_in_the_middle() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ts = Vec::new();
+    let mut spots = Vec::new();
+    {
+        let store = Store::open(quiet_config(dir.path())).unwrap();
+        store.ensure_topic("t", 1).unwrap();
+        for i in 0..7 {
+            std::thread::sleep(Duration::from_millis(3));
+            let a = store
+                .append(&msg("t", 0, format!("r{i}").as_bytes()))
+                .unwrap();
+            let rec = store.get_by_id(a.msg_id).unwrap();
+            ts.push(i64::from_be_bytes(rec[32..40].try_into().unwrap()));
+            spots.push(a.end_pos - rec.len() as u64);
+        }
+        store.abandon();
+    }
+    assert!(ts.windows(2).all(|w| w[0] < w[1]), "{ts:?}");
+    patch(dir.path(), spots[3], |b| b[0] ^= 0xff, 1); // offset 3: its length field
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let store = Store::open(small_config(dir.path())).unwrap();
+    assert_eq!(store.offsets("t", 0).unwrap(), (0, 7));
+    let mut buf = Vec::new();
+    assert!(matches!(
+        store.read_into("t", 0, 3, 1 << 20, None, &mut buf),
+        Err(StoreError::Corrupt { offset: 3, .. })
+    ));
+    for (i, &t) in ts.iter().enumerate() {
+        let want = if i == 4 { 3 } else { i as u64 }; // the hole takes offset 4's time
+        assert_eq!(store.offset_for_time("t", 0, t).unwrap(), want, "ts of {i}");
+        assert_eq!(
+            store.offset_for_time("t", 0, t - 1).unwrap(),
+            want,
+            "before {i}"
+        );
+    }
+    assert_eq!(store.offset_for_time("t", 0, ts[6] + 1).unwrap(), 7);
+}
+
+#[test]
+fn stale_index_entries_of_a_partition_not_loaded_during_recovery_are_cut_when_it_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(quiet_config(dir.path())).unwrap();
+        store.ensure_topic("q", 1).unwrap();
+        store.ensure_topic("p", 1).unwrap();
+        for i in 0..5 {
+            store
+                .append(&msg("q", 0, format!("q{i}").as_bytes()))
+                .unwrap();
+        }
+        store.close().unwrap();
+    }
+    let torn_from = {
+        let store = Store::open(quiet_config(dir.path())).unwrap();
+        let mut first = None;
+        for i in 0..3 {
+            let a = store
+                .append(&msg("p", 0, format!("p{i}").as_bytes()))
+                .unwrap();
+            let len = store.get_by_id(a.msg_id).unwrap().len() as u64;
+            first.get_or_insert(a.end_pos - len);
+        }
+        let end = store.durable_pos().max(store.stats().write_pos);
+        store.abandon();
+        let from = first.unwrap();
+        patch(dir.path(), from, |b| b.fill(0), (end - from) as usize); // p's records torn
+        from
+    };
+    {
+        // Recovery cuts p's torn records without loading p; q then writes over their place.
+        let store = Store::open(quiet_config(dir.path())).unwrap();
+        assert_eq!(store.stats().write_pos, torn_from);
+        for i in 0..6 {
+            store
+                .append(&msg("q", 0, format!("q-again-{i}").as_bytes()))
+                .unwrap();
+        }
+        store.close().unwrap();
+    }
+    let store = Store::open(quiet_config(dir.path())).unwrap(); // clean: no scan
+    assert_eq!(
+        store.offsets("p", 0).unwrap(),
+        (0, 0),
+        "p's stale entries are cut"
+    );
+    assert_eq!(store.append(&msg("p", 0, b"p-new")).unwrap().offset, 0);
+    assert_eq!(read_all(&store, "q", 0, 0).len(), 11);
+    store.close().unwrap();
+    let report = inspect::verify(dir.path()).unwrap();
+    assert!(report.ok(), "{report:?}");
 }

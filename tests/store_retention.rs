@@ -164,3 +164,35 @@ fn free_space_under_the_reserve_refuses_appends() {
     assert!(store.stats().disk_full);
     assert_eq!(store.offsets("t", 0).unwrap(), (0, 0));
 }
+
+#[test]
+fn age_retention_goes_on_when_the_first_record_of_the_next_segment_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(dir.path());
+    cfg.retention_ms = Some(300);
+    let store = Store::open(cfg).unwrap();
+    store.ensure_topic("t", 1).unwrap();
+    fill(&store, "t", 300);
+    let second = dir
+        .path()
+        .join("commitlog")
+        .join(format!("{:020}", 64 * 1024));
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&second)
+            .unwrap();
+        f.write_all_at(b"X", 100).unwrap(); // the body of its first record
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    fill(&store, "t", 70);
+    store.run_maintenance().unwrap();
+    let s = store.stats();
+    assert!(
+        s.min_pos > 0,
+        "the oldest segment is deleted (min_pos {})",
+        s.min_pos
+    );
+    assert!(s.segments_deleted >= 1);
+}

@@ -12,7 +12,7 @@ use memmap2::{MmapOptions, MmapRaw};
 use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 /// One segment file, mapped whole.
@@ -148,6 +148,17 @@ pub struct CommitLog {
     pub durable_pos: AtomicU64,
     /// Start of the oldest segment still kept.
     pub min_pos: AtomicU64,
+    /// A segment file was created or renamed into place since the directory was last fsynced:
+    /// its name is not durable yet (see [`CommitLog::sync_dir_if_changed`]).
+    dir_changed: AtomicBool,
+    /// Lowest position at which a recovery ever cut a torn tail (`u64::MAX`: never). Index
+    /// entries at or past it may be stale leftovers of cut records (see `recovery`).
+    pub cut_from: AtomicU64,
+    /// Damaged byte ranges already reported (by recovery or a read), so `corrupt_records`
+    /// counts each once per process.
+    corrupt_seen: Mutex<Vec<(u64, u64)>>,
+    /// Directory fsyncs done by [`CommitLog::sync_dir_if_changed`].
+    pub dir_syncs: AtomicU64,
     spare: Arc<Spare>,
 }
 
@@ -207,6 +218,10 @@ impl CommitLog {
             write_pos: AtomicU64::new(min),
             durable_pos: AtomicU64::new(min),
             min_pos: AtomicU64::new(min),
+            dir_changed: AtomicBool::new(false),
+            dir_syncs: AtomicU64::new(0),
+            cut_from: AtomicU64::new(u64::MAX),
+            corrupt_seen: Mutex::new(Vec::new()),
             spare: Arc::new(Spare {
                 slot: Mutex::new(SpareSlot::default()),
                 cv: Condvar::new(),
@@ -241,7 +256,27 @@ impl CommitLog {
             assert_eq!(last.end(), seg.base, "segments must stay contiguous");
         }
         segs.push(seg.clone());
+        drop(segs);
+        // Before the writer can publish a byte of the new segment (Release on `write_pos`
+        // follows this), so a flush covering that byte sees the flag.
+        self.dir_changed.store(true, Ordering::Release);
         seg
+    }
+
+    /// fsyncs the commitlog directory if a segment was added since the last call, so a new
+    /// segment's name (created, or renamed from `.spare`) is durable: without it a power loss
+    /// can leave the file named `.spare` (deleted at open) or missing. The flush thread calls
+    /// this before it publishes a durable position. On error the flag stays set.
+    pub fn sync_dir_if_changed(&self) -> io::Result<()> {
+        if !self.dir_changed.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if let Err(e) = fs::sync_dir(&self.dir) {
+            self.dir_changed.store(true, Ordering::Release);
+            return Err(e);
+        }
+        self.dir_syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Creates the segment starting at `base`: the spare if it is ready, else synchronously.
@@ -367,6 +402,21 @@ impl CommitLog {
             seg.sync_range(from, to)?;
         }
         Ok(())
+    }
+
+    /// Records damage at `[from, to)`; true when no range already reported overlaps it (the
+    /// caller then counts it). Only the corruption paths call this.
+    pub fn first_sighting(&self, from: u64, to: u64) -> bool {
+        /// Bound on remembered ranges; past it every sighting counts.
+        const RANGES_MAX: usize = 4096;
+        let mut seen = self.corrupt_seen.lock().expect("corrupt ranges lock");
+        if seen.iter().any(|&(a, b)| a < to.max(from + 1) && from < b) {
+            return false;
+        }
+        if seen.len() < RANGES_MAX {
+            seen.push((from, to.max(from + 1)));
+        }
+        true
     }
 
     /// Copies of the record bytes at `[pos, pos + n)`, which must be below the write position.

@@ -328,6 +328,15 @@ impl PartIndex {
             budget,
             segs: RwLock::new(segs),
         };
+        // A crash can keep a new segment file but lose the entries written to it (and the
+        // previous file's tail): an empty trailing file holds no entries, drop it.
+        while idx.segment_count() > 1 {
+            let last = idx.last_seg().expect("segments exist");
+            if !last.read(last.base)?.is_empty() {
+                break;
+            }
+            idx.drop_segments_past(last.base - 1)?;
+        }
         let Some(last) = idx.last_seg() else {
             return Ok(idx);
         };
@@ -508,6 +517,23 @@ impl PartIndex {
                 },
             )?;
         }
+        self.drop_segments_past(n)
+    }
+
+    /// Removes (and deletes) segment files that start past entry `n`, so the last segment
+    /// holds `next` again after a cut across a file boundary (recovery and load only).
+    fn drop_segments_past(&self, n: u64) -> io::Result<()> {
+        let mut segs = self.segs.write().expect("segs lock");
+        let mut dropped = false;
+        while segs.len() > 1 && segs.last().is_some_and(|s| s.base > n) {
+            let seg = segs.pop().expect("checked");
+            std::fs::remove_file(&seg.path)?;
+            dropped = true;
+        }
+        drop(segs);
+        if dropped {
+            self.drop_tail();
+        }
         Ok(())
     }
 
@@ -572,6 +598,41 @@ impl PartIndex {
         Ok(lo)
     }
 
+    /// The first offset in `[from, to)` whose entry was stored at or after `ts_ms`; `to` when
+    /// none. A hole takes the store time of the next real entry (store times never decrease,
+    /// so the search stays monotonic); trailing holes count as after every time.
+    pub fn search_by_time(&self, from: u64, to: u64, ts_ms: i64) -> io::Result<u64> {
+        let (mut lo, mut hi) = (from, to);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let mut at = mid;
+            let mut e = self.entry(at)?;
+            while e.is_hole() && at + 1 < hi {
+                at += 1;
+                e = self.entry(at)?;
+            }
+            if e.is_hole() || e.store_ts_ms >= ts_ms {
+                hi = mid;
+            } else {
+                lo = at + 1;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Cuts trailing entries that `stale(n, entry)` rejects, newest first, stopping at the
+    /// first one it accepts (entries are written in order, so stale ones are a suffix).
+    pub fn cut_stale(&self, stale: impl Fn(u64, &Entry) -> bool) -> io::Result<u64> {
+        let min = self.min.load(Ordering::Acquire);
+        let next = self.next.load(Ordering::Acquire);
+        let mut keep = next;
+        while keep > min && stale(keep - 1, &self.entry(keep - 1)?) {
+            keep -= 1;
+        }
+        self.truncate(keep)?;
+        Ok(next - keep)
+    }
+
     pub fn segment_count(&self) -> usize {
         self.segs.read().expect("segs lock").len()
     }
@@ -604,6 +665,70 @@ mod tests {
         assert_eq!(idx.next.load(Ordering::Acquire), 35);
         for i in 0..35 {
             assert_eq!(idx.entry(i).unwrap(), e(1000 + i * 100));
+        }
+    }
+
+    #[test]
+    fn a_cut_across_a_segment_boundary_leaves_an_index_that_appends_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Arc::new(MapBudget::new(8));
+        let idx = Arc::new(PartIndex::load(dir.path(), 10, budget.clone(), u64::MAX).unwrap());
+        for i in 0..14 {
+            idx.push(&e(i * 100)).unwrap();
+        }
+        idx.trim_past(750).unwrap();
+        assert_eq!(idx.next.load(Ordering::Acquire), 8);
+        assert_eq!(idx.push(&e(800)).unwrap(), 8);
+        for i in 9..12 {
+            idx.push(&e(i * 100)).unwrap();
+        }
+        assert_eq!(idx.segment_count(), 2);
+        drop(idx);
+        // A crash that kept the second file but lost every entry in it and the first's tail.
+        let f1 = dir.path().join(fs::name_of(0));
+        let mut b = std::fs::read(&f1).unwrap();
+        b[6 * 24..].fill(0);
+        std::fs::write(&f1, b).unwrap();
+        let f2 = dir.path().join(fs::name_of(10));
+        let len = std::fs::metadata(&f2).unwrap().len() as usize;
+        std::fs::write(&f2, vec![0u8; len]).unwrap();
+        let idx = Arc::new(PartIndex::load(dir.path(), 10, budget, u64::MAX).unwrap());
+        assert_eq!(idx.next.load(Ordering::Acquire), 6);
+        assert_eq!(idx.push(&e(600)).unwrap(), 6);
+        assert_eq!(idx.entry(5).unwrap(), e(500));
+    }
+
+    #[test]
+    fn search_by_time_gives_a_hole_the_time_of_the_next_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Arc::new(MapBudget::new(8));
+        let idx = Arc::new(PartIndex::load(dir.path(), 10, budget, u64::MAX).unwrap());
+        // store times 0, 100, hole, 300, 400, hole, hole
+        for i in 0..7u64 {
+            let entry = if [2, 5, 6].contains(&i) {
+                Entry::hole()
+            } else {
+                e(i * 100)
+            };
+            idx.push(&entry).unwrap();
+        }
+        let at = |ts| idx.search_by_time(0, 7, ts).unwrap();
+        assert_eq!(at(0), 0);
+        assert_eq!(at(100), 1);
+        assert_eq!(at(101), 2);
+        assert_eq!(at(300), 2);
+        assert_eq!(at(301), 4);
+        assert_eq!(at(401), 5);
+        for ts in [0, 50, 100, 150, 250, 300, 350, 400, 450] {
+            let linear = (0..7u64)
+                .find(|&n| {
+                    (n..7)
+                        .map(|k| idx.entry(k).unwrap())
+                        .find(|x| !x.is_hole())
+                        .is_none_or(|x| x.store_ts_ms >= ts)
+                })
+                .unwrap_or(7);
+            assert_eq!(at(ts), linear, "ts {ts}");
         }
     }
 

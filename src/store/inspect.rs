@@ -1,9 +1,11 @@
-//! Offline verification and dumping of a data directory, for operators (`imago-inspect`).
+//! Offline verification and dumping of a data directory, for operators (`imago-inspect`):
+//! record CRCs, index entries against records, records against index entries (lost entries).
 //! Read-only: it never writes, so it is safe on a copy or a stopped broker's directory.
 
 use super::fs;
 use super::index::{Entry, ENTRY_BYTES};
 use super::record::{self, RecordView, Slot};
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -21,12 +23,22 @@ pub struct Report {
     pub holes: u64,
     /// Index entries that do not point at their record.
     pub index_errors: Vec<String>,
+    /// Valid records that no index entry points at (lost entries: a consumer never sees them).
+    pub lost_entries: Vec<String>,
+    /// The durable mark (`<dir>/durable`), if one was written.
+    pub durable_mark: Option<u64>,
 }
 
 impl Report {
     pub fn ok(&self) -> bool {
-        self.corrupt.is_empty() && self.index_errors.is_empty()
+        self.corrupt.is_empty() && self.index_errors.is_empty() && self.lost_entries.is_empty()
     }
+}
+
+/// The durable mark persisted in a data directory: every commitlog byte below it was on
+/// stable storage when it was written.
+pub fn durable_mark(dir: &Path) -> Option<u64> {
+    super::recovery::read_durable_mark(dir)
 }
 
 struct Log {
@@ -58,20 +70,53 @@ impl Log {
     }
 }
 
-/// Verifies every record's CRC along the log and every index entry against its record.
+/// Verifies every record's CRC along the log, every index entry against its record, and that
+/// every valid record has its index entry.
 pub fn verify(dir: &Path) -> io::Result<Report> {
     let log = Log::open(dir)?;
     let mut rep = Report {
         segments: log.segs.len(),
+        durable_mark: durable_mark(dir),
         ..Report::default()
     };
     rep.log_start = log.segs.first().map_or(0, |s| s.0);
+    let mut indexes = HashMap::new();
+    for (topic, part, dir) in partition_dirs(dir)? {
+        indexes.insert((topic.into_bytes(), part), read_index(&dir)?);
+    }
+    let mut check_indexed = |r: &RecordView<'_>, pos: u64| {
+        let key = (r.topic.to_vec(), r.partition);
+        let problem = match indexes.get(&key) {
+            None => Some("its partition has no index".to_owned()),
+            Some(entries) => match entries.first() {
+                Some(&(first, _)) if r.offset < first => None, // index trimmed by retention
+                _ => match entries
+                    .first()
+                    .and_then(|&(first, _)| entries.get(usize::try_from(r.offset - first).ok()?))
+                {
+                    None => Some("no index entry".to_owned()),
+                    Some((_, e)) if e.pos == pos => None,
+                    Some((_, e)) if e.is_hole() => Some("its offset is a hole".to_owned()),
+                    Some((_, e)) => Some(format!("its offset is indexed at position {}", e.pos)),
+                },
+            },
+        };
+        if let Some(p) = problem {
+            rep.lost_entries.push(format!(
+                "{}/{} offset {} (position {pos}): {p}",
+                String::from_utf8_lossy(r.topic),
+                r.partition,
+                r.offset
+            ));
+        }
+    };
     'segments: for (i, (base, map)) in log.segs.iter().enumerate() {
         let mut at = 0usize;
         while at < map.len() {
             match record::read_slot(&map[at..]) {
                 Ok(Slot::Record(r)) => {
                     rep.records += 1;
+                    check_indexed(&r, base + at as u64);
                     at += r.bytes.len();
                     rep.log_end = base + at as u64;
                 }
@@ -105,9 +150,12 @@ pub fn verify(dir: &Path) -> io::Result<Report> {
             }
         }
     }
-    for (topic, part, dir) in partition_dirs(dir)? {
+    let mut indexes: Vec<_> = indexes.into_iter().collect();
+    indexes.sort_by(|a, b| a.0.cmp(&b.0));
+    for ((topic, part), entries) in indexes {
+        let topic = String::from_utf8_lossy(&topic).into_owned();
         rep.partitions += 1;
-        for (n, e) in read_index(&dir)? {
+        for (n, e) in entries {
             rep.index_entries += 1;
             if e.is_hole() {
                 rep.holes += 1;

@@ -5,6 +5,7 @@
 //! ```text
 //! <dir>/lock                       flock'd by the one process using the directory
 //! <dir>/checkpoint                 clean flag, log end, position up to which indexes are durable
+//! <dir>/durable                    durable mark: a log position below which all is on disk
 //! <dir>/commitlog/<20-digit pos>   segments (default 1 GiB), preallocated, named by start position
 //! <dir>/index/<topic>/topic.meta   partition count
 //! <dir>/index/<topic>/<p>/<20-digit entry no>   index segments (see [`index`])
@@ -29,6 +30,17 @@
 //! | 62 | 2 | sysflag, reserved (0) |
 //! | 64 | .. | topic, tag, properties (`key \x01 value \x02` ...), body |
 //!
+//! Reserved property keys ([`record::props`]; values UTF-8, numbers unsigned decimal):
+//! | key | value |
+//! |---|---|
+//! | `KEYS` | business keys separated by single spaces |
+//! | `DELAY` | delay level, 1..=255 |
+//! | `DELIVER_AT` | delivery time, ms since the epoch |
+//! | `TRAN_ID` | transaction id, opaque text of at most 128 bytes |
+//! | `RETRY` | retry count |
+//! | `REAL_TOPIC` | original topic (of a retried, delayed or transactional message) |
+//! | `REAL_PART` | original partition |
+//!
 //! A record never spans two segments: when it does not fit, the writer puts an 8-byte end
 //! marker (`total_len` = bytes left, magic 0x494D4700) and continues in the next segment;
 //! fewer than 8 bytes left need no marker.
@@ -49,18 +61,39 @@
 //! - `sync`: the caller acknowledges an append only when [`Store::durable_pos`] reaches its
 //!   `end_pos`. The flush thread covers every append waiting at that moment with one msync
 //!   (group commit). Neither a process crash nor a power loss loses an acknowledged record
-//!   (given a disk that honours flushes). Consumers see only durable records, so nobody
-//!   processes a message that a power loss could take back.
+//!   (given a disk that honours flushes). Consumers see only durable records (reads, offsets
+//!   and [`Store::get_by_id`]), so nobody processes a message that a power loss could take back.
+//!
+//! A flush publishes `durable_pos` only after the msync and, when a segment was added since
+//! the last flush, an fsync of the commitlog directory (so a new segment's name, created or
+//! renamed from `.spare`, survives a power loss). The durable mark (`<dir>/durable`) is then
+//! persisted when the flush thread is idle, and at least every 100 ms under continuous load
+//! (a second device flush in every group commit would cost ~40% of the rounds). So it can lag
+//! `durable_pos` by up to 100 ms of acknowledgements; see Recovery for what it protects.
 //!
 //! # Recovery
 //! A clean shutdown writes a checkpoint marked clean and starts without scanning. Otherwise
 //! the log is scanned from the checkpoint's index-durable position: every record's CRC is
 //! verified and its index entry re-made. At the first invalid or blank slot the log is searched
-//! for a valid record (within 64 MiB, or at the start of a later segment): if there is none,
-//! this is a torn tail and it is cut;
-//! if there is one, the bad bytes are corruption in the middle: they are reported (log and the
-//! `corrupt_records` counter), the partitions' lost offsets become holes that reads answer with
-//! [`StoreError::Corrupt`], and the scan continues. Indexes are then cut to the log's end.
+//! for a valid record (within 64 MiB, or at the start of a later segment):
+//! - if there is one, the bad bytes are corruption in the middle: they are reported (log and
+//!   the `corrupt_records` counter), the partitions' lost offsets become holes that reads
+//!   answer with [`StoreError::Corrupt`], and the scan continues;
+//! - if there is none and the slot is below the durable mark (the larger of `<dir>/durable`
+//!   and the checkpoint's positions), the bytes were durable: it is corruption, reported the
+//!   same way; the bytes are kept (index entries pointing at them answer `Corrupt`) and writing
+//!   resumes at the mark, so no acknowledged offset or position is reused;
+//! - otherwise it is a torn tail and it is cut (zeroed) from the slot, never below the mark.
+//!
+//! Indexes are then cut to the log's end. The lowest position ever cut is kept in the
+//! checkpoint (`cut_from`): when an index loads later, trailing entries at or past it that do
+//! not point at their own record are stale (their records were cut while the index was not
+//! loaded) and are cut too. Residual risk: a durable record acknowledged in the last 100 ms
+//! before a crash (the mark's lag), damaged, with nothing valid after it, is still cut.
+//!
+//! Damage found at read time (`read_into`, `get_by_id`) is answered with `Corrupt` and also
+//! counted in `corrupt_records`, once per damaged byte range per process (recovery's reports
+//! included; at most 4096 ranges are remembered).
 
 mod commitlog;
 mod error;
@@ -319,6 +352,7 @@ impl Store {
             cfg,
         });
         let report = recovery::recover(&shared, checkpoint)?;
+        recovery::install_stale_check(&shared);
         shared
             .counters
             .corrupt_records
@@ -459,6 +493,14 @@ impl Store {
         e
     }
 
+    /// Counts damage found at read time, once per damaged range (recovery's count included).
+    fn note_corrupt(&self, from: u64, to: u64) {
+        if self.shared.log.first_sighting(from, to) {
+            let c = &self.shared.counters.corrupt_records;
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Asks the flush thread to make everything written so far durable (sync mode calls this
     /// once per batch of appends; it does not wait).
     pub fn request_flush(&self) {
@@ -596,6 +638,7 @@ impl Store {
                 if got.records > 0 {
                     break;
                 }
+                self.note_corrupt(e.pos, e.pos + e.size as u64);
                 log::error!(
                     "{topic}/{partition}: corrupt record at offset {n} (position {})",
                     e.pos
@@ -625,7 +668,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let idx = self.index_of(topic, partition)?;
         let (min, max) = self.offsets(topic, partition)?;
-        Ok(idx.search(min, max, |e| !e.is_hole() && e.store_ts_ms >= ts_ms)?)
+        Ok(idx.search_by_time(min, max, ts_ms)?)
     }
 
     /// The record with message id `msg_id` (its bytes, verified).
@@ -638,13 +681,33 @@ impl Store {
         if pos < log.min_pos.load(Ordering::Acquire) {
             return Err(StoreError::NoSuchMessage);
         }
-        let len = log
-            .with_bytes(pos, record::HEADER_BYTES, record::total_len)
-            .flatten()
+        // In sync mode consumers see only durable records (as `read_into` does).
+        let visible = match self.shared.cfg.flush {
+            FlushMode::Sync => self.durable_pos(),
+            FlushMode::Async => u64::MAX,
+        };
+        let header = log
+            .with_bytes(pos, record::HEADER_BYTES, <[u8]>::to_vec)
+            .filter(|_| pos + record::HEADER_BYTES as u64 <= visible)
             .ok_or(StoreError::NoSuchMessage)?;
-        log.with_bytes(pos, len, |b| record::decode(b).map(|_| b.to_vec()))
-            .ok_or(StoreError::NoSuchMessage)?
-            .map_err(|_| StoreError::NoSuchMessage)
+        let len = record::total_len(&header).unwrap_or(0);
+        let found = log
+            .with_bytes(pos, len, |b| record::decode(b).ok().map(|_| b.to_vec()))
+            .flatten();
+        match found {
+            Some(_) if pos + len as u64 > visible => Err(StoreError::NoSuchMessage),
+            Some(bytes) => Ok(bytes),
+            None if record::looks_like_start(&header, msg_id) => {
+                self.note_corrupt(pos, pos + len.max(record::HEADER_BYTES) as u64);
+                log::error!("corrupt record for message id {msg_id} at position {pos}");
+                let offset = record::get_u64(&header, 16);
+                Err(StoreError::Corrupt {
+                    offset,
+                    next: offset.saturating_add(1),
+                })
+            }
+            None => Err(StoreError::NoSuchMessage),
+        }
     }
 
     pub fn stats(&self) -> StoreStats {

@@ -189,11 +189,103 @@ pub fn total_len(buf: &[u8]) -> Option<usize> {
     (buf.len() >= 4).then(|| get_u32(buf, 0) as usize)
 }
 
+/// Whether the header bytes at the position of message id `msg_id` look like the start of a
+/// record (its magic, or its own id field, is intact): a record there that fails to decode
+/// is damage, not a wrong id pointing into the middle of another record.
+pub fn looks_like_start(header: &[u8], msg_id: u64) -> bool {
+    header.len() >= HEADER_BYTES
+        && (get_u32(header, 4) == MAGIC_V1 || get_u64(header, 24) == msg_id)
+}
+
 /// Writes the end-of-segment marker into `dst` (the rest of a segment, at least 8 bytes).
 pub fn encode_end(dst: &mut [u8]) {
     let total = dst.len() as u32;
     put_u32(dst, 0, total);
     put_u32(dst, 4, MAGIC_END);
+}
+
+/// The properties area: a generic block of `key 0x01 value 0x02` entries (UTF-8; a key is
+/// non-empty; neither part contains 0x01 or 0x02; the block is at most 65,535 bytes). The
+/// store never interprets it. The keys below are **reserved** for broker features (names are
+/// upper-case ASCII; applications should use other, e.g. lower-case, keys). Every value is
+/// UTF-8 text; numbers are unsigned decimal without sign or leading zeros.
+///
+/// | key | value | meaning |
+/// |---|---|---|
+/// | `KEYS` | keys separated by single spaces | business keys, for lookup by key |
+/// | `DELAY` | decimal level, 1..=255 | deliver after the delay of that level |
+/// | `DELIVER_AT` | decimal ms since the epoch | deliver at (not before) that time |
+/// | `TRAN_ID` | opaque text, at most 128 bytes | transaction the message belongs to |
+/// | `RETRY` | decimal count, 0..=u32::MAX | times delivery of this message was retried |
+/// | `REAL_TOPIC` | a topic name | the topic the message was first sent to (retry, delay, transaction) |
+/// | `REAL_PART` | decimal partition, 0..=u32::MAX | the partition it was first stored in |
+pub mod props {
+    pub const KEYS: &str = "KEYS";
+    pub const DELAY_LEVEL: &str = "DELAY";
+    pub const DELIVER_AT_MS: &str = "DELIVER_AT";
+    pub const TRANSACTION_ID: &str = "TRAN_ID";
+    pub const RETRY_COUNT: &str = "RETRY";
+    pub const ORIGINAL_TOPIC: &str = "REAL_TOPIC";
+    pub const ORIGINAL_PARTITION: &str = "REAL_PART";
+    /// Every reserved key.
+    pub const RESERVED: [&str; 7] = [
+        KEYS,
+        DELAY_LEVEL,
+        DELIVER_AT_MS,
+        TRANSACTION_ID,
+        RETRY_COUNT,
+        ORIGINAL_TOPIC,
+        ORIGINAL_PARTITION,
+    ];
+    /// Most bytes of a `TRAN_ID` value.
+    pub const TRANSACTION_ID_BYTES_MAX: usize = 128;
+
+    const SEP: u8 = 0x01;
+    const END: u8 = 0x02;
+
+    /// Encodes entries; `None` when a key is empty, a part holds 0x01 or 0x02, or the block
+    /// would exceed 65,535 bytes.
+    pub fn encode<K: AsRef<[u8]>, V: AsRef<[u8]>>(entries: &[(K, V)]) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        for (k, v) in entries {
+            let (k, v) = (k.as_ref(), v.as_ref());
+            let bad = |b: &[u8]| b.iter().any(|&c| c == SEP || c == END);
+            if k.is_empty() || bad(k) || bad(v) {
+                return None;
+            }
+            out.extend_from_slice(k);
+            out.push(SEP);
+            out.extend_from_slice(v);
+            out.push(END);
+        }
+        (out.len() <= u16::MAX as usize).then_some(out)
+    }
+
+    /// The entries of a block, in order; stops at the first malformed entry.
+    pub fn iter(block: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+        block.split_inclusive(|&c| c == END).map_while(|entry| {
+            let entry = entry.strip_suffix(&[END])?;
+            let at = entry.iter().position(|&c| c == SEP)?;
+            let (k, v) = (&entry[..at], &entry[at + 1..]);
+            (!k.is_empty() && !v.contains(&SEP)).then_some((k, v))
+        })
+    }
+
+    /// The value of `key`, if present (the first occurrence).
+    pub fn get<'a>(block: &'a [u8], key: &str) -> Option<&'a [u8]> {
+        iter(block)
+            .find(|(k, _)| *k == key.as_bytes())
+            .map(|(_, v)| v)
+    }
+
+    /// A reserved decimal value (`DELAY`, `DELIVER_AT`, `RETRY`, `REAL_PART`), parsed.
+    pub fn get_u64(block: &[u8], key: &str) -> Option<u64> {
+        let v = std::str::from_utf8(get(block, key)?).ok()?;
+        let canonical = !v.is_empty()
+            && v.bytes().all(|b| b.is_ascii_digit())
+            && (v == "0" || !v.starts_with('0'));
+        canonical.then(|| v.parse().ok()).flatten()
+    }
 }
 
 fn put_u16(b: &mut [u8], at: usize, v: u16) {
@@ -253,6 +345,74 @@ mod tests {
         assert_eq!(r.tag, b"paid");
         assert_eq!(r.props, b"KEYS\x01o-17\x02");
         assert_eq!(r.body, b"hello world");
+    }
+
+    #[test]
+    fn reserved_properties_round_trip_through_a_stored_record() {
+        let block = props::encode(&[
+            (props::KEYS, "order-17 customer-9"),
+            (props::DELAY_LEVEL, "3"),
+            (props::DELIVER_AT_MS, "1700000000123"),
+            (props::TRANSACTION_ID, "tx-42"),
+            (props::RETRY_COUNT, "2"),
+            (props::ORIGINAL_TOPIC, "orders"),
+            (props::ORIGINAL_PARTITION, "5"),
+            ("app-key", "x"),
+        ])
+        .unwrap();
+        let msg = Message {
+            topic: "%RETRY%g",
+            partition: 0,
+            flag: 0,
+            tag: b"",
+            props: &block,
+            body: b"b",
+            born_ts_ms: 1,
+        };
+        let mut buf = vec![0; msg.encoded_bytes().unwrap()];
+        let stamp = Stamp {
+            offset: 0,
+            msg_id: 0,
+            store_ts_ms: 2,
+        };
+        encode(&mut buf, &msg, stamp);
+        let r = decode(&buf).unwrap();
+        assert_eq!(
+            props::get(r.props, props::KEYS),
+            Some(&b"order-17 customer-9"[..])
+        );
+        assert_eq!(props::get_u64(r.props, props::DELAY_LEVEL), Some(3));
+        assert_eq!(
+            props::get_u64(r.props, props::DELIVER_AT_MS),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(
+            props::get(r.props, props::TRANSACTION_ID),
+            Some(&b"tx-42"[..])
+        );
+        assert_eq!(props::get_u64(r.props, props::RETRY_COUNT), Some(2));
+        assert_eq!(
+            props::get(r.props, props::ORIGINAL_TOPIC),
+            Some(&b"orders"[..])
+        );
+        assert_eq!(props::get_u64(r.props, props::ORIGINAL_PARTITION), Some(5));
+        assert_eq!(props::get(r.props, "app-key"), Some(&b"x"[..]));
+        assert_eq!(props::iter(r.props).count(), 8);
+        assert_eq!(props::get(r.props, "missing"), None);
+    }
+
+    #[test]
+    fn property_blocks_reject_separators_and_empty_keys_and_numbers_must_be_canonical() {
+        assert!(props::encode(&[("", "v")]).is_none());
+        assert!(props::encode(&[("k\x01", "v")]).is_none());
+        assert!(props::encode(&[("k", "v\x02")]).is_none());
+        let block =
+            props::encode(&[(props::RETRY_COUNT, "007"), (props::DELAY_LEVEL, "-1")]).unwrap();
+        assert_eq!(props::get_u64(&block, props::RETRY_COUNT), None);
+        assert_eq!(props::get_u64(&block, props::DELAY_LEVEL), None);
+        assert!(props::RESERVED
+            .iter()
+            .all(|k| k.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')));
     }
 
     #[test]

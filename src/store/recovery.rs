@@ -5,20 +5,96 @@
 //! durable. After a crash the log is scanned from that position: each record's CRC is checked
 //! and its index entry re-made (idempotently); the scan's end becomes the write position, a
 //! torn tail is cut, corruption in the middle is reported and skipped (see [`crate::store`]).
+//!
+//! The durable mark (`<dir>/durable`, see [`DurableMark`]) is a commitlog position below which
+//! every byte was on stable storage: the flush thread persists it after its flushes. Recovery
+//! never cuts below it: a bad record there is corruption even with nothing valid after it.
 
 use super::index::{tag_hash, Entry};
 use super::record::{self, RecordView, Slot, MAGIC_V1};
 use super::{fs, Shared, StoreError};
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 const FILE: &str = "checkpoint";
+const MARK_FILE: &str = "durable";
+/// Two slots a sector apart, written alternately: a torn write of one leaves the other.
+const MARK_SLOT_BYTES: u64 = 512;
+const MARK_MAGIC: u32 = 0x494D_4744; // "IMGD"
+
+/// `<dir>/durable`: the last durable commitlog position the flush thread persisted. Each slot
+/// is magic (4), version 1 (4), sequence (8), position (8), CRC32 of those 24 bytes (4),
+/// big-endian; the valid slot with the higher sequence wins. Overwritten in place (one
+/// `pwrite` + `fdatasync` of a preallocated file, no rename, no directory sync).
+pub struct DurableMark {
+    file: std::fs::File,
+    seq: u64,
+    pub pos: u64,
+}
+
+impl DurableMark {
+    pub fn open(dir: &Path) -> std::io::Result<DurableMark> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(MARK_FILE))?;
+        if file.metadata()?.len() < 2 * MARK_SLOT_BYTES {
+            fs::allocate(&file, 2 * MARK_SLOT_BYTES)?;
+            file.sync_all()?;
+            fs::sync_dir(dir)?;
+        }
+        let (seq, pos) = read_mark_file(&file).unwrap_or((0, 0));
+        Ok(DurableMark { file, seq, pos })
+    }
+
+    /// Persists `pos` (which must already be durable); durable on return.
+    pub fn store(&mut self, pos: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let seq = self.seq + 1;
+        let mut b = [0u8; 28];
+        b[0..4].copy_from_slice(&MARK_MAGIC.to_be_bytes());
+        b[4..8].copy_from_slice(&1u32.to_be_bytes());
+        b[8..16].copy_from_slice(&seq.to_be_bytes());
+        b[16..24].copy_from_slice(&pos.to_be_bytes());
+        let crc = crc32fast::hash(&b[..24]);
+        b[24..28].copy_from_slice(&crc.to_be_bytes());
+        self.file.write_at(&b, (seq % 2) * MARK_SLOT_BYTES)?;
+        self.file.sync_data()?;
+        (self.seq, self.pos) = (seq, pos);
+        Ok(())
+    }
+}
+
+fn read_mark_file(file: &std::fs::File) -> Option<(u64, u64)> {
+    use std::os::unix::fs::FileExt;
+    (0..2)
+        .filter_map(|slot| {
+            let mut b = [0u8; 28];
+            file.read_exact_at(&mut b, slot * MARK_SLOT_BYTES).ok()?;
+            let valid = record::get_u32(&b, 0) == MARK_MAGIC
+                && record::get_u32(&b, 4) == 1
+                && crc32fast::hash(&b[..24]) == record::get_u32(&b, 24);
+            valid.then(|| (record::get_u64(&b, 8), record::get_u64(&b, 16)))
+        })
+        .max()
+}
+
+/// The durable mark persisted in `dir`, if any (read-only; for recovery and the inspector).
+pub fn read_durable_mark(dir: &Path) -> Option<u64> {
+    let file = std::fs::File::open(dir.join(MARK_FILE)).ok()?;
+    read_mark_file(&file).map(|(_, pos)| pos)
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Checkpoint {
     pub clean: bool,
     pub log_end: u64,
     pub index_durable: u64,
+    /// Lowest position where a recovery cut a torn tail (optional field).
+    pub cut_from: Option<u64>,
 }
 
 impl Checkpoint {
@@ -35,6 +111,7 @@ impl Checkpoint {
             clean: field("clean")? == 1,
             log_end: field("log_end")?,
             index_durable: field("index_durable")?,
+            cut_from: field("cut_from"),
         })
     }
 }
@@ -45,6 +122,8 @@ pub struct Report {
     pub scanned_records: u64,
     pub corrupt_records: u64,
     pub end: u64,
+    /// Where a torn tail was cut, if one was.
+    pub cut_at: Option<u64>,
 }
 
 pub fn recover(sh: &Shared, checkpoint: Option<Checkpoint>) -> Result<Report, StoreError> {
@@ -65,8 +144,15 @@ pub fn recover(sh: &Shared, checkpoint: Option<Checkpoint>) -> Result<Report, St
                 Some(c) if in_log(c.index_durable) && !rebuild => c.index_durable,
                 _ => first,
             };
-            log::info!("recovering: scanning the commitlog from {start}");
-            scan(sh, start, &mut report, &mut last_ts)?;
+            // The checkpoint's positions were made durable (syncfs) before it was written.
+            let mark = read_durable_mark(&sh.cfg.dir)
+                .into_iter()
+                .chain(checkpoint.map(|c| c.index_durable))
+                .filter(|&m| in_log(m))
+                .max()
+                .unwrap_or(first);
+            log::info!("recovering: scanning the commitlog from {start} (durable up to {mark})");
+            scan(sh, start, mark, &mut report, &mut last_ts)?;
             log::info!(
                 "recovered: {} records scanned, {} corrupt, log ends at {}",
                 report.scanned_records,
@@ -76,6 +162,14 @@ pub fn recover(sh: &Shared, checkpoint: Option<Checkpoint>) -> Result<Report, St
         }
     }
     let end = report.end;
+    let cut_from = checkpoint
+        .and_then(|c| c.cut_from)
+        .into_iter()
+        .chain(report.cut_at)
+        .min();
+    if let Some(c) = cut_from {
+        log.cut_from.store(c, Ordering::Release);
+    }
     sh.topics.set_log_end(end);
     for idx in sh.topics.loaded() {
         idx.trim_past(end)?;
@@ -94,7 +188,15 @@ pub fn recover(sh: &Shared, checkpoint: Option<Checkpoint>) -> Result<Report, St
     Ok(report)
 }
 
-fn scan(sh: &Shared, start: u64, report: &mut Report, last_ts: &mut i64) -> Result<(), StoreError> {
+/// Replays records from `start`. `mark`: every byte below it was durable, so no torn tail
+/// can start below it.
+fn scan(
+    sh: &Shared,
+    start: u64,
+    mark: u64,
+    report: &mut Report,
+    last_ts: &mut i64,
+) -> Result<(), StoreError> {
     let log = &sh.log;
     let mut pos = start;
     loop {
@@ -116,13 +218,32 @@ fn scan(sh: &Shared, start: u64, report: &mut Report, last_ts: &mut i64) -> Resu
                 }
                 pos = seg.end();
             }
-            Err(why) => match find_valid_after(sh, pos) {
+            Err(why) => match find_valid_after(sh, pos, mark) {
+                None if pos < mark => {
+                    // Durable bytes are damaged and nothing valid follows: corruption, not a
+                    // torn tail. Keep them (their index entries answer Corrupt) and continue
+                    // writing at the mark, so no acknowledged offset or position is reused;
+                    // only what lies past the mark is a torn tail.
+                    report.corrupt_records += 1;
+                    log.first_sighting(pos, mark);
+                    log::error!(
+                        "corrupt commitlog bytes [{pos}, {mark}) below the durable mark ({why:?}); kept, writing resumes at {mark}"
+                    );
+                    if let Some(s) = log.segment_at(mark) {
+                        zero_tail(&s, mark);
+                    }
+                    pos = mark;
+                    report.cut_at = Some(mark);
+                    break;
+                }
                 None => {
                     zero_tail(&seg, pos);
+                    report.cut_at = Some(pos);
                     break;
                 }
                 Some(next) => {
                     report.corrupt_records += 1;
+                    log.first_sighting(pos, next);
                     log::error!(
                         "corrupt commitlog bytes [{pos}, {next}) ({why:?}); records after them are kept"
                     );
@@ -141,11 +262,11 @@ fn scan(sh: &Shared, start: u64, report: &mut Report, last_ts: &mut i64) -> Resu
 /// record was damaged in place; both are far closer than this.
 const LOOKAHEAD_BYTES_MAX: u64 = 64 << 20;
 
-/// The position of the first valid record after `pos`: within [`LOOKAHEAD_BYTES_MAX`], or at
-/// the start of any later segment.
-fn find_valid_after(sh: &Shared, pos: u64) -> Option<u64> {
+/// The position of the first valid record after `pos`: within [`LOOKAHEAD_BYTES_MAX`] (or up
+/// to `mark`, if further), or at the start of any later segment.
+fn find_valid_after(sh: &Shared, pos: u64, mark: u64) -> Option<u64> {
     let magic = MAGIC_V1.to_be_bytes();
-    let horizon = pos + LOOKAHEAD_BYTES_MAX;
+    let horizon = (pos + LOOKAHEAD_BYTES_MAX).max(mark);
     for seg in sh.log.segments().into_iter().filter(|s| s.end() > pos) {
         let from = (pos + 1).max(seg.base);
         let to = seg
@@ -228,12 +349,48 @@ fn replay(sh: &Shared, r: &RecordView<'_>, pos: u64) -> Result<(), StoreError> {
 pub fn write_checkpoint(sh: &Shared, clean: bool) -> Result<(), StoreError> {
     let target = sh.log.write_pos.load(Ordering::Acquire);
     fs::sync_filesystem(&sh.dir_file)?;
-    let text = format!(
+    let mut text = format!(
         "version=1\nclean={}\nlog_end={target}\nindex_durable={target}\n",
         clean as u8
     );
+    let cut_from = sh.log.cut_from.load(Ordering::Acquire);
+    if cut_from != u64::MAX {
+        text.push_str(&format!("cut_from={cut_from}\n"));
+    }
     fs::write_atomic(&sh.cfg.dir.join(FILE), text.as_bytes())?;
     Ok(())
+}
+
+/// From now on, indexes that load cut their stale trailing entries ([`entry_is_stale`]).
+pub fn install_stale_check(shared: &Arc<Shared>) {
+    let weak = Arc::downgrade(shared);
+    shared
+        .topics
+        .set_stale_check(Box::new(move |topic, p, n, e| {
+            weak.upgrade()
+                .is_some_and(|sh| entry_is_stale(&sh, topic, p, n, e))
+        }));
+}
+
+/// Whether index entry `n` of `topic`/`partition` is a stale leftover: it lies at or past a
+/// position where a recovery cut a torn tail (an index not loaded during that recovery kept
+/// entries for the cut records, and the log has been written over them since) and the bytes
+/// it points at are not its own record. Entries below the cut that fail to verify are kept:
+/// that is corruption, answered with [`StoreError::Corrupt`] on read, and their offsets must
+/// not be reused.
+pub fn entry_is_stale(sh: &Shared, topic: &str, partition: u32, n: u64, e: &Entry) -> bool {
+    let log = &sh.log;
+    if e.is_hole() || e.pos < log.cut_from.load(Ordering::Acquire) {
+        return false;
+    }
+    if e.pos < log.min_pos.load(Ordering::Acquire) {
+        return false; // deleted by retention; `trim_below` handles it
+    }
+    let own = log.with_bytes(e.pos, e.size as usize, |b| {
+        record::decode(b)
+            .is_ok_and(|r| r.offset == n && r.partition == partition && r.topic == topic.as_bytes())
+    });
+    own != Some(true)
 }
 
 /// Final flush at shutdown: everything durable, then a clean checkpoint.

@@ -2,7 +2,12 @@
 //!
 //! - By age: the oldest segment is deleted once the newest record in it is older than the
 //!   longest retention configured (the global one or any topic's); segments go oldest first,
-//!   never from the middle, never the one being written.
+//!   never from the middle, never the one being written. The newest record of a segment is
+//!   bounded by the store time of the next segment's first valid record (a damaged first
+//!   record is skipped), else by the segment file's modification time, so one corrupt record
+//!   never stops retention for good.
+//! - Per-topic min offsets are found by a binary search on store time in which a hole takes
+//!   the time of the next real entry ([`super::index::PartIndex::search_by_time`]).
 //! - By disk use: while the filesystem is fuller than `disk_used_ratio_max`, the oldest
 //!   segments are deleted whatever their age (never the active one).
 //! - A topic whose own retention is shorter has its min offset moved past older records.
@@ -26,7 +31,7 @@ pub fn run(sh: &Shared) -> Result<(), StoreError> {
             if segs.len() < 2 {
                 break;
             }
-            let newest = first_store_ts(sh, &segs[1]);
+            let newest = first_store_ts(sh, &segs[1]).or_else(|| modified_ms(&segs[0]));
             if newest.is_none_or(|ts| ts >= horizon) || log.remove_oldest().is_none() {
                 break;
             }
@@ -64,7 +69,7 @@ pub fn run(sh: &Shared) -> Result<(), StoreError> {
                 idx.min.load(Ordering::Acquire),
                 idx.next.load(Ordering::Acquire),
             );
-            let n = idx.search(min, next, |e| !e.is_hole() && e.store_ts_ms >= horizon)?;
+            let n = idx.search_by_time(min, next, horizon)?;
             idx.advance_min(n)?;
         }
     }
@@ -86,12 +91,42 @@ fn longest_retention(sh: &Shared) -> Option<u64> {
     )
 }
 
-/// Store time of the first record of `seg`: an upper bound for every record before it.
+/// How far into a segment [`first_store_ts`] looks for a valid record when the first one is
+/// damaged (the scan runs at every maintenance tick until the segment goes).
+const FIRST_VALID_SCAN_BYTES: u64 = 4 << 20;
+
+/// Store time of the first valid record of `seg`: an upper bound for every record before it
+/// (store times never decrease along the log). When the first record is damaged, the next
+/// valid one within [`FIRST_VALID_SCAN_BYTES`] gives a bound just as good.
 fn first_store_ts(sh: &Shared, seg: &super::commitlog::Segment) -> Option<i64> {
-    let len = sh
-        .log
-        .with_bytes(seg.base, record::HEADER_BYTES, record::total_len)??;
-    sh.log.with_bytes(seg.base, len, |b| {
-        record::decode(b).ok().map(|r| r.store_ts_ms)
-    })?
+    let written = sh.log.write_pos.load(Ordering::Acquire);
+    let end = seg
+        .end()
+        .min(written)
+        .min(seg.base + FIRST_VALID_SCAN_BYTES);
+    if end <= seg.base {
+        return None;
+    }
+    let magic = record::MAGIC_V1.to_be_bytes();
+    sh.log
+        .with_bytes(seg.base, (end - seg.base) as usize, |b| {
+            let mut i = 0;
+            while i + record::HEADER_BYTES <= b.len() {
+                if b[i + 4..].starts_with(&magic) {
+                    if let Ok(record::Slot::Record(r)) = record::read_slot(&b[i..]) {
+                        return Some(r.store_ts_ms);
+                    }
+                }
+                i += 1;
+            }
+            None
+        })?
+}
+
+/// The segment file's modification time, ms: a fallback bound for its newest record when no
+/// valid record is found at the start of the next segment (mapped writes update it).
+fn modified_ms(seg: &super::commitlog::Segment) -> Option<i64> {
+    let t = std::fs::metadata(&seg.path).ok()?.modified().ok()?;
+    let ms = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    Some(ms as i64)
 }

@@ -3,7 +3,7 @@
 //! time does not grow with the number of idle partitions.
 
 use super::fs;
-use super::index::{MapBudget, PartIndex};
+use super::index::{Entry, MapBudget, PartIndex};
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -66,7 +66,12 @@ pub struct Topics {
     /// Entries pointing below this are gone (retention).
     log_min: AtomicU64,
     create_lock: Mutex<()>,
+    /// Set once recovery is done: `(topic, partition, offset, entry)` -> the entry is stale
+    /// (checked on the last entries of an index as it loads).
+    stale_check: OnceLock<StaleCheck>,
 }
+
+pub type StaleCheck = Box<dyn Fn(&str, u32, u64, &Entry) -> bool + Send + Sync>;
 
 impl Topics {
     /// Reads every topic's metadata under `root` (one file per topic, not per partition).
@@ -80,6 +85,7 @@ impl Topics {
             log_end: AtomicU64::new(u64::MAX),
             log_min: AtomicU64::new(0),
             create_lock: Mutex::new(()),
+            stale_check: OnceLock::new(),
         };
         for entry in std::fs::read_dir(root)? {
             let entry = entry?;
@@ -187,6 +193,16 @@ impl Topics {
             self.log_end.load(Ordering::Acquire),
         )?;
         idx.trim_below(self.log_min.load(Ordering::Acquire))?;
+        if let Some(check) = self.stale_check.get() {
+            let topic = part.dir.parent().and_then(|t| t.file_name());
+            let id = part.dir.file_name().and_then(|p| p.to_str()?.parse().ok());
+            if let (Some(topic), Some(id)) = (topic.and_then(|t| t.to_str()), id) {
+                let cut = idx.cut_stale(|n, e| check(topic, id, n, e))?;
+                if cut > 0 {
+                    log::warn!("{topic}/{id}: cut {cut} stale index entries at load");
+                }
+            }
+        }
         let idx = Arc::new(idx);
         let _ = part.index.set(idx.clone());
         Ok(idx)
@@ -194,6 +210,11 @@ impl Topics {
 
     pub fn set_log_end(&self, end: u64) {
         self.log_end.store(end, Ordering::Release);
+    }
+
+    /// Installs the stale-entry check applied to indexes loaded from now on.
+    pub fn set_stale_check(&self, check: StaleCheck) {
+        let _ = self.stale_check.set(check);
     }
 
     pub fn set_log_min(&self, min: u64) {

@@ -80,3 +80,22 @@ fn verify_reports_a_damaged_record_and_exits_one() {
 fn bad_usage_exits_two() {
     assert_eq!(inspect(&["frobnicate"]).0, 2);
 }
+
+#[test]
+fn verify_reports_a_record_whose_index_entry_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    write_store(dir.path());
+    // orders/1 holds offsets 0..25 in one index file: lose the entry of its last record.
+    let index = dir.path().join("index/orders/1").join(format!("{:020}", 0));
+    let mut bytes = std::fs::read(&index).unwrap();
+    bytes[24 * 24..25 * 24].fill(0);
+    std::fs::write(&index, bytes).unwrap();
+    let (code, text) = inspect(&["verify", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("LOST INDEX ENTRY orders/1 offset 24")
+            && text.matches("LOST").count() == 1
+            && !text.contains("BAD INDEX"),
+        "{text}"
+    );
+}

@@ -1,5 +1,5 @@
 //! imago-inspect: verifies a data directory (every record's CRC, every index entry against its
-//! record) and dumps a partition's records. Read-only; run it on a stopped broker's directory
+//! record, every record against its index entry) and dumps a partition's records. Read-only; run it on a stopped broker's directory
 //! or a copy.
 //!
 //! ```text
@@ -72,8 +72,14 @@ fn verify(dir: &Path) -> std::io::Result<bool> {
     for (from, to, why) in &r.corrupt {
         println!("CORRUPT commitlog bytes [{from}, {to}): {why}");
     }
+    if let Some(m) = r.durable_mark {
+        println!("durable mark: {m}");
+    }
     for e in &r.index_errors {
         println!("BAD INDEX {e}");
+    }
+    for e in &r.lost_entries {
+        println!("LOST INDEX ENTRY {e}");
     }
     println!("{}", if r.ok() { "OK" } else { "PROBLEMS FOUND" });
     Ok(r.ok())
