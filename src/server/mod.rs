@@ -3,7 +3,12 @@
 //! replies are written at once; writable interest is registered only while a write would
 //! block. Timers ride on the poll timeout. Backpressure: a connection whose unsent output
 //! exceeds `output_bytes_max` is not read until it drains, and its input buffer is capped, so
-//! a client that does not read its replies cannot grow the broker's memory.
+//! a client that does not read its replies cannot grow the broker's memory; the same limit
+//! defers answering its woken long-poll gets (see `park.rs`) until the output drains.
+//!
+//! Shutdown (SIGINT, SIGTERM): stop accepting and reading; answer parked gets; answer every
+//! complete request already received but not handled with 503 `shutting down` (output limit
+//! permitting, in order); close each connection once its output is sent.
 //!
 //! Sync flush mode: a put's reply is held (see [`conn::Conn::hold_until`]) until the store's
 //! flush thread reports its group commit through a [`mio::Waker`]; the loop never blocks on
