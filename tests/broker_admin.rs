@@ -332,3 +332,35 @@ fn a_failed_offsets_write_is_retried_until_it_succeeds_and_the_commit_survives_a
     let mut conn = broker.connect();
     assert_eq!(conn.fetch_offset("keeper", "durable", 0, "-", 4), Some(2));
 }
+
+#[test]
+fn stats_groups_shows_each_broadcast_members_own_lag_and_the_groups_total() {
+    let broker = Broker::start(&[]);
+    let mut conn = broker.connect();
+    for (p, n) in [(0, 3), (1, 2)] {
+        for i in 0..n {
+            conn.put("bcast", p, b"m", i);
+        }
+    }
+    // Both members start at the earliest offsets (committed under their own keys).
+    conn.join_ok("gb", "bcast", "b1", "broadcast", "earliest", 1);
+    let a = conn.join_ok("gb", "bcast", "b2", "broadcast", "earliest", 2);
+    conn.commit_ok("gb", "bcast", 0, 3, "b1", a.generation, 3);
+    conn.commit_ok("gb", "bcast", 1, 1, "b2", a.generation, 4);
+
+    let stats = conn.stats_result("group:gb", 5);
+    // b1: partition 0 consumed, 2 left in partition 1. b2: 3 left in 0, 1 left in 1.
+    assert_eq!(value(&stats, "group:gb@b1:bcast:lag"), "2", "{stats:?}");
+    assert_eq!(value(&stats, "group:gb@b2:bcast:lag"), "4", "{stats:?}");
+    assert_eq!(value(&stats, "group:gb@b1:bcast:0:lag"), "0");
+    assert_eq!(value(&stats, "group:gb@b2:bcast:0:lag"), "3");
+    assert_eq!(value(&stats, "group:gb@b2:bcast:1:owner"), "b2");
+    // The group's total sums every member's own lag.
+    assert_eq!(value(&stats, "group:gb:bcast:lag"), "6");
+    assert_eq!(value(&stats, "group:gb:bcast:members"), "2");
+    // A cluster group has no per-member lag lines.
+    conn.join_ok("gc", "bcast", "c1", "cluster", "earliest", 6);
+    let cluster = conn.stats_result("group:gc", 7);
+    assert_eq!(value(&cluster, "group:gc:bcast:lag"), "5", "{cluster:?}");
+    assert!(!cluster.iter().any(|(n, _)| n.contains('@')), "{cluster:?}");
+}
