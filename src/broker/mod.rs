@@ -57,6 +57,9 @@ pub struct Broker {
     pub connections_max: usize,
     /// Set by the server: long-poll gets waiting now.
     pub parked_gets: usize,
+    /// Parked gets woken by a put since start (the server's count; stats subtracts the base
+    /// taken at `stats reset`).
+    pub parked_wakeups: u64,
 }
 
 impl Broker {
@@ -91,6 +94,7 @@ impl Broker {
             curr_connections: 0,
             connections_max,
             parked_gets: 0,
+            parked_wakeups: 0,
         })
     }
 

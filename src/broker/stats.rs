@@ -31,6 +31,7 @@ pub struct Counters {
     base_fsyncs: u64,
     base_records_fsynced: u64,
     base_corrupt: u64,
+    base_parked_wakeups: u64,
 }
 
 impl Counters {
@@ -145,6 +146,7 @@ impl Broker {
             base_fsyncs: s.fsyncs,
             base_records_fsynced: s.records_fsynced,
             base_corrupt: s.corrupt_records,
+            base_parked_wakeups: self.parked_wakeups,
             ..Counters::default()
         };
     }
@@ -200,6 +202,10 @@ impl Broker {
         w.stat("index_maps_open", s.index_maps_open);
         w.stat("groups", self.groups.offsets.key_count());
         w.stat("parked_gets", self.parked_gets);
+        w.stat(
+            "parked_wakeups",
+            self.parked_wakeups - c.base_parked_wakeups,
+        );
     }
 }
 

@@ -430,6 +430,10 @@ impl Server {
                     } else {
                         let body = &input[line_bytes..line_bytes + body_bytes];
                         let durable = self.broker.store().durable_pos();
+                        if matches!(req, Request::Stats { .. }) {
+                            self.broker.parked_gets = self.parking.total();
+                            self.broker.parked_wakeups = self.parking.wakeups();
+                        }
                         let outcome = self.broker.handle(&req, body, out);
                         let mut woken_group = None;
                         let outcome = match (&req, outcome) {
@@ -451,20 +455,6 @@ impl Server {
                                     );
                                 }
                                 Outcome::Done
-                            }
-                            (Request::Stats { item, opaque }, outcome) => {
-                                match item.unwrap_or("") {
-                                    "" => add_general_stat(
-                                        out,
-                                        reply_start,
-                                        "parked_wakeups",
-                                        self.parking.wakeups(),
-                                        *opaque,
-                                    ),
-                                    "reset" => self.parking.reset_wakeups(),
-                                    _ => {}
-                                }
-                                outcome
                             }
                             (req, Outcome::Rebalanced) => {
                                 woken_group = request_group(req).map(str::to_owned);
@@ -513,7 +503,13 @@ impl Server {
                 self.answer_parked(parked, false);
             }
         }
+        self.sync_parking_stats();
+    }
+
+    /// Copies the parking gauges into the broker's stats.
+    fn sync_parking_stats(&mut self) {
         self.broker.parked_gets = self.parking.total();
+        self.broker.parked_wakeups = self.parking.wakeups();
     }
 
     /// Runs parked gets again and answers them: with records if any arrived, else (when
@@ -536,7 +532,7 @@ impl Server {
             self.answer_one(p, keep);
         }
         self.to_drive.extend(touched);
-        self.broker.parked_gets = self.parking.total();
+        self.sync_parking_stats();
     }
 
     /// Runs one due get again: answers it, or parks it again when `keep`, its wait is not over
@@ -571,7 +567,7 @@ impl Server {
             };
             self.answer_one(p, keep);
         }
-        self.broker.parked_gets = self.parking.total();
+        self.sync_parking_stats();
     }
 
     /// Answers parked gets whose partitions got visible messages, whose wait is over, or whose
@@ -696,7 +692,7 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut conn.sock);
         }
         self.parking.take_conn(id);
-        self.broker.parked_gets = self.parking.total();
+        self.sync_parking_stats();
         self.held.retain(|&h| h != id);
         self.broker.curr_connections = self.conns.len();
     }
@@ -721,32 +717,6 @@ fn request_opaque(req: &Request<'_>) -> i32 {
         Request::Join(j) => j.opaque,
         Request::Heartbeat(m) | Request::Leave(m) => m.opaque,
         Request::Reset(r) => r.opaque,
-    }
-}
-
-/// Adds `STAT <name> <value>` before the `END` of the general stats reply at `out[start..]`,
-/// in either form: the server's own counters, after the broker's.
-fn add_general_stat(out: &mut Vec<u8>, start: usize, name: &str, value: u64, opaque: Option<i32>) {
-    const END: &[u8] = b"END\r\n";
-    if out.len() < start + END.len() || !out.ends_with(END) {
-        return;
-    }
-    let line = format!("STAT {name} {value}\r\n");
-    match opaque {
-        None => {
-            let at = out.len() - END.len();
-            out.splice(at..at, line.bytes());
-        }
-        Some(opaque) => {
-            let Some(header) = out[start..].windows(2).position(|w| w == b"\r\n") else {
-                return;
-            };
-            let mut body = out[start + header + 2..].to_vec();
-            let at = body.len() - END.len();
-            body.splice(at..at, line.bytes());
-            out.truncate(start);
-            protocol::write_result(out, Code::Ok, &body, opaque);
-        }
     }
 }
 

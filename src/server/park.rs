@@ -220,10 +220,6 @@ impl Parking {
         self.wakeups
     }
 
-    pub fn reset_wakeups(&mut self) {
-        self.wakeups = 0;
-    }
-
     /// Parks a get. `durable` is the store's durable position read before the get ran: in
     /// sync mode, puts to the partition (matching its filter) beyond it will wake it.
     pub fn park(&mut self, p: Parked, durable: u64) {
