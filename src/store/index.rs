@@ -382,10 +382,7 @@ impl PartIndex {
     /// allocated, and the writer's tail pointing at it. Called before the record is written, so
     /// a full disk refuses the append with nothing half-written. Writer or recovery only.
     pub fn prepare(self: &Arc<Self>, n: u64) -> io::Result<()> {
-        let ready = !self.tail_ptr.load(Ordering::Relaxed).is_null()
-            && n >= self.tail_base.load(Ordering::Relaxed)
-            && n < self.tail_ready_end.load(Ordering::Relaxed);
-        if ready {
+        if self.is_prepared(n) {
             return Ok(());
         }
         let seg = match self.last_seg() {
@@ -405,6 +402,13 @@ impl PartIndex {
             self.budget.tail_opened(self);
         }
         Ok(())
+    }
+
+    /// Whether entry `n` can be written now, without [`PartIndex::prepare`] doing any work.
+    pub fn is_prepared(&self, n: u64) -> bool {
+        !self.tail_ptr.load(Ordering::Relaxed).is_null()
+            && n >= self.tail_base.load(Ordering::Relaxed)
+            && n < self.tail_ready_end.load(Ordering::Relaxed)
     }
 
     /// Forgets the writer's tail (its map is unmapped once no reader holds it).

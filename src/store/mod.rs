@@ -95,6 +95,7 @@
 //! counted in `corrupt_records`, once per damaged byte range per process (recovery's reports
 //! included; at most 4096 ranges are remembered).
 
+mod append;
 mod commitlog;
 mod error;
 mod flush;
@@ -111,7 +112,7 @@ pub use error::StoreError;
 pub use record::{Message, RecordView};
 
 use commitlog::CommitLog;
-use index::{tag_hash, Entry};
+use index::tag_hash;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -273,10 +274,6 @@ struct Writer {
     next_kick_pos: u64,
 }
 
-/// async: while the log is over `flush_dirty_bytes`, kick the flush thread once per this many
-/// bytes appended.
-const KICK_EVERY_BYTES: u64 = 1 << 20;
-
 pub(crate) struct Shared {
     cfg: StoreConfig,
     log: CommitLog,
@@ -410,82 +407,7 @@ impl Store {
         Ok(t.next_round_robin())
     }
 
-    /// Appends one message; assigns its offset, id and store time.
-    pub fn append(&self, msg: &Message<'_>) -> Result<Appended, StoreError> {
-        let sh = &*self.shared;
-        let bytes = msg
-            .encoded_bytes()
-            .ok_or(StoreError::RecordTooLarge { bytes: usize::MAX })?;
-        if bytes as u64 > sh.cfg.segment_bytes - record::END_MARKER_BYTES as u64 {
-            return Err(StoreError::RecordTooLarge { bytes });
-        }
-        if sh.disk_full.load(Ordering::Relaxed) {
-            return Err(StoreError::DiskFull);
-        }
-        let mut guard = sh.writer.lock().expect("writer lock");
-        let w = &mut *guard;
-        let idx = w.parts.get(&sh.topics, msg.topic, msg.partition)?;
-        let offset = idx.next.load(Ordering::Relaxed);
-        idx.prepare(offset).map_err(|e| self.note_io(e))?;
-        idx.prefetch_prepared(offset);
-        if w.pos + bytes as u64 > w.seg.end() {
-            let next = sh
-                .log
-                .create_segment(w.seg.end())
-                .map_err(|e| self.note_io(e))?;
-            let left = (w.seg.end() - w.pos) as usize;
-            if left >= record::END_MARKER_BYTES {
-                // SAFETY: writer-only bytes at or past the published write position.
-                record::encode_end(unsafe { w.seg.bytes_mut(w.pos, left) });
-            }
-            w.seg = next;
-            w.pos = w.seg.base;
-        }
-        let pos = w.pos;
-        let ts = now_ms().max(w.last_ts_ms);
-        w.last_ts_ms = ts;
-        let stamp = record::Stamp {
-            offset,
-            msg_id: (sh.cfg.broker_id as u64) << 48 | (pos & ((1 << 48) - 1)),
-            store_ts_ms: ts,
-        };
-        // SAFETY: writer-only bytes at or past the published write position, inside the
-        // segment (checked above).
-        record::encode(unsafe { w.seg.bytes_mut(pos, bytes) }, msg, stamp);
-        let entry = Entry {
-            pos,
-            size: bytes as u32,
-            tag_hash: tag_hash(msg.tag),
-            store_ts_ms: ts,
-        };
-        idx.write_prepared(offset, &entry);
-        idx.next.store(offset + 1, Ordering::Release);
-        w.pos = pos + bytes as u64;
-        sh.log.write_pos.store(w.pos, Ordering::Release);
-        sh.counters.appended_records.fetch_add(1, Ordering::Relaxed);
-        sh.counters
-            .appended_bytes
-            .fetch_add(bytes as u64, Ordering::Relaxed);
-        if sh.cfg.flush == FlushMode::Async {
-            let end = pos + bytes as u64;
-            let dirty = end - sh.log.durable_pos.load(Ordering::Relaxed);
-            // While a flush runs, dirty stays over the threshold: kick again only once per
-            // KICK_EVERY_BYTES written, not on every append (a kick takes the flush lock).
-            if dirty >= sh.cfg.flush_dirty_bytes && end >= w.next_kick_pos {
-                w.next_kick_pos = end + KICK_EVERY_BYTES;
-                sh.flush.kick();
-            }
-        }
-        drop(guard);
-        Ok(Appended {
-            msg_id: stamp.msg_id,
-            partition: msg.partition,
-            offset,
-            end_pos: pos + bytes as u64,
-        })
-    }
-
-    fn note_io(&self, e: std::io::Error) -> StoreError {
+    pub(super) fn note_io(&self, e: std::io::Error) -> StoreError {
         let e = StoreError::from(e);
         if matches!(e, StoreError::DiskFull) {
             self.shared.disk_full.store(true, Ordering::Relaxed);

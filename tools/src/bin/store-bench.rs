@@ -27,6 +27,7 @@ struct Args {
     sync_seconds: u64,
     segment_bytes: u64,
     rounds: u32,
+    append_batch: usize,
 }
 
 fn parse() -> Args {
@@ -40,6 +41,7 @@ fn parse() -> Args {
         sync_seconds: 3,
         segment_bytes: 1 << 30,
         rounds: 3,
+        append_batch: 64,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -60,6 +62,7 @@ fn parse() -> Args {
             "--sync-seconds" => a.sync_seconds = n(),
             "--segment-bytes" => a.segment_bytes = n(),
             "--rounds" => a.rounds = n() as u32,
+            "--append-batch" => a.append_batch = n().max(1) as usize,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -79,7 +82,7 @@ fn config(dir: &std::path::Path, flush: FlushMode, segment_bytes: u64) -> StoreC
 /// Appends `records` round-robin over `partitions`; returns records per second. Measures the
 /// steady state: every partition's index exists and the writer is past the first segment, in
 /// segments the allocator created and prefaulted ahead (as in a broker that has been running).
-fn append_rate(a: &Args, name: &str, partitions: u32, body: &[u8]) -> f64 {
+fn append_rate(a: &Args, name: &str, partitions: u32, batch: usize, body: &[u8]) -> f64 {
     let dir = a
         .dir
         .join(format!("imago-store-bench-{}", std::process::id()))
@@ -96,16 +99,68 @@ fn append_rate(a: &Args, name: &str, partitions: u32, body: &[u8]) -> f64 {
     }
     std::thread::sleep(Duration::from_millis(200)); // let the allocator prefault the spare
     let records = a.records;
+    let mut msgs = Vec::with_capacity(batch);
+    let mut results = Vec::with_capacity(batch);
     let began = Instant::now();
-    for i in 0..records {
-        store
-            .append(&msg((i % partitions as u64) as u32, body))
-            .expect("append");
+    let mut i = 0u64;
+    while i < records {
+        if batch == 1 {
+            store
+                .append(&msg((i % partitions as u64) as u32, body))
+                .expect("append");
+            i += 1;
+            continue;
+        }
+        msgs.clear();
+        results.clear();
+        while msgs.len() < batch && i < records {
+            msgs.push(msg((i % partitions as u64) as u32, body));
+            i += 1;
+        }
+        store.append_batch(&msgs, &mut results);
+        assert!(results.iter().all(|r| r.is_ok()), "append failed");
     }
     let rate = records as f64 / began.elapsed().as_secs_f64();
     store.close().expect("close");
     let _ = std::fs::remove_dir_all(&dir);
     rate
+}
+
+/// Measures 1 partition against `a.partitions` in interleaved rounds, appending `batch`
+/// messages per call (1: `Store::append`; more: `Store::append_batch`, as the broker does with
+/// the puts of one read), and prints the medians and their ratio.
+fn append_pair(a: &Args, batch: usize, body: &[u8]) {
+    let (mut ones, mut wides) = (Vec::new(), Vec::new());
+    for _ in 0..a.rounds {
+        ones.push(append_rate(a, "one", 1, batch, body));
+        wides.push(append_rate(a, "wide", a.partitions, batch, body));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|x, y| x.total_cmp(y));
+        v[v.len() / 2]
+    };
+    let (one, wide) = (median(&mut ones), median(&mut wides));
+    let how = if batch == 1 {
+        "one per call".to_string()
+    } else {
+        format!("batches of {batch}")
+    };
+    println!(
+        "async append ({how}), 1 partition:     {:>10.0} records/s (rounds {:?})",
+        one,
+        ones.iter().map(|r| *r as u64).collect::<Vec<_>>()
+    );
+    println!(
+        "async append ({how}), {:>5} partitions: {:>10.0} records/s ({:.1}% of 1 partition; rounds {:?})",
+        a.partitions,
+        wide,
+        100.0 * wide / one,
+        wides.iter().map(|r| *r as u64).collect::<Vec<_>>()
+    );
+    println!(
+        "{{\"bench\":\"store-append\",\"batch\":{batch},\"body_bytes\":{},\"records\":{},\"one_partition_per_s\":{one:.0},\"partitions\":{},\"many_partitions_per_s\":{wide:.0},\"ratio\":{:.3}}}",
+        a.body_bytes, a.records, a.partitions, wide / one
+    );
 }
 
 fn msg(partition: u32, body: &[u8]) -> Message<'_> {
@@ -128,31 +183,9 @@ fn main() {
         .join(format!("imago-store-bench-{}", std::process::id()));
     std::fs::create_dir_all(&base).expect("bench dir");
 
-    let (mut ones, mut wides) = (Vec::new(), Vec::new());
-    for _ in 0..a.rounds {
-        ones.push(append_rate(&a, "one", 1, &body));
-        wides.push(append_rate(&a, "wide", a.partitions, &body));
+    for batch in [1, a.append_batch] {
+        append_pair(&a, batch, &body);
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|x, y| x.total_cmp(y));
-        v[v.len() / 2]
-    };
-    let (one, wide) = (median(&mut ones), median(&mut wides));
-    println!(
-        "async append, 1 partition:        {:>12.0} records/s (median of {:?})",
-        one,
-        ones.iter().map(|r| *r as u64).collect::<Vec<_>>()
-    );
-    println!(
-        "async append, {:>5} partitions:   {:>12.0} records/s ({:.1}% of 1 partition)",
-        a.partitions,
-        wide,
-        100.0 * wide / one
-    );
-    println!(
-        "{{\"bench\":\"store-append\",\"body_bytes\":{},\"records\":{},\"one_partition_per_s\":{one:.0},\"partitions\":{},\"many_partitions_per_s\":{wide:.0},\"ratio\":{:.3}}}",
-        a.body_bytes, a.records, a.partitions, wide / one
-    );
 
     let dir = base.join("sync");
     let store =

@@ -1,0 +1,207 @@
+//! Appending: one message ([`Store::append`]) or a batch under one writer lock
+//! ([`Store::append_batch`]). Each record is encoded into the mapped commitlog segment and its
+//! index entry written to its partition's index; the partition's `next` (its max offset) is
+//! published only after the entry is written, so readers never see an offset without its entry.
+//!
+//! A batch is pipelined for the many-partition case: with thousands of partitions every
+//! append lands on a different index page and partition state, each a cache (and TLB) miss.
+//! The batch prefetches every message's partition state first, then writes the records while
+//! prefetching each entry's slot, and writes the entries last, when their lines have arrived.
+//! The misses overlap instead of being paid one after another.
+
+use super::index::{tag_hash, Entry, PartIndex};
+use super::{now_ms, record, Appended, FlushMode, Message, Shared, Store, StoreError, Writer};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// async: while the log is over `flush_dirty_bytes`, kick the flush thread once per this many
+/// bytes appended (a kick takes the flush lock; a flush in progress keeps the log dirty).
+const KICK_EVERY_BYTES: u64 = 1 << 20;
+
+/// Index entries a batch holds back before writing them (the prefetch distance is the batch).
+const BATCH_MAX: usize = 64;
+
+/// An entry written to the commitlog whose index entry is not written yet.
+struct Pending {
+    /// The partition's index; kept alive by the writer's part cache (see `part_ptr`).
+    idx: *const PartIndex,
+    offset: u64,
+    entry: Entry,
+}
+
+impl Store {
+    /// Appends one message; assigns its offset, id and store time.
+    pub fn append(&self, msg: &Message<'_>) -> Result<Appended, StoreError> {
+        let mut out = Vec::with_capacity(1);
+        self.append_batch(std::slice::from_ref(msg), &mut out);
+        out.pop().expect("one result per message")
+    }
+
+    /// Appends `msgs` in order under one writer lock, pushing one result per message onto
+    /// `results` (a refused message does not stop the others). Offsets within a partition
+    /// follow the order of `msgs`.
+    pub fn append_batch(
+        &self,
+        msgs: &[Message<'_>],
+        results: &mut Vec<Result<Appended, StoreError>>,
+    ) {
+        for chunk in msgs.chunks(BATCH_MAX) {
+            self.append_chunk(chunk, results);
+        }
+    }
+
+    fn append_chunk(&self, msgs: &[Message<'_>], results: &mut Vec<Result<Appended, StoreError>>) {
+        let sh = &*self.shared;
+        let mut guard = sh.writer.lock().expect("writer lock");
+        let w = &mut *guard;
+        // Pass 1: find every message's partition and start fetching its state.
+        let mut parts: Vec<Result<*const PartIndex, StoreError>> = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            let part = w
+                .parts
+                .get(&sh.topics, msg.topic, msg.partition)
+                .map(part_ptr);
+            if let Ok(p) = part {
+                prefetch(p.cast());
+            }
+            parts.push(part);
+        }
+        // Pass 2: write the records, prefetching each entry's slot.
+        let mut pending: Vec<Pending> = Vec::with_capacity(msgs.len());
+        let (mut records, mut bytes) = (0u64, 0u64);
+        for (msg, part) in msgs.iter().zip(parts) {
+            let result = part.and_then(|p| self.write_record(sh, w, msg, p, &mut pending));
+            if let Some(p) = result.as_ref().ok().and(pending.last()) {
+                records += 1;
+                bytes += p.entry.size as u64;
+            }
+            results.push(result);
+        }
+        // Pass 3: write the entries, then publish each partition's new end.
+        publish(&mut pending);
+        let end = w.pos;
+        sh.counters
+            .appended_records
+            .fetch_add(records, Ordering::Relaxed);
+        sh.counters
+            .appended_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
+        if sh.cfg.flush == FlushMode::Async && records > 0 {
+            let dirty = end - sh.log.durable_pos.load(Ordering::Relaxed);
+            if dirty >= sh.cfg.flush_dirty_bytes && end >= w.next_kick_pos {
+                w.next_kick_pos = end + KICK_EVERY_BYTES;
+                sh.flush.kick();
+            }
+        }
+    }
+
+    /// Writes one record to the commitlog and queues its index entry in `pending`.
+    fn write_record(
+        &self,
+        sh: &Shared,
+        w: &mut Writer,
+        msg: &Message<'_>,
+        part: *const PartIndex,
+        pending: &mut Vec<Pending>,
+    ) -> Result<Appended, StoreError> {
+        let bytes = msg
+            .encoded_bytes()
+            .ok_or(StoreError::RecordTooLarge { bytes: usize::MAX })?;
+        if bytes as u64 > sh.cfg.segment_bytes - record::END_MARKER_BYTES as u64 {
+            return Err(StoreError::RecordTooLarge { bytes });
+        }
+        if sh.disk_full.load(Ordering::Relaxed) {
+            return Err(StoreError::DiskFull);
+        }
+        // SAFETY: `part` came from an `Arc<PartIndex>` in the writer's part cache, which keeps
+        // every index it hands out for the store's lifetime; we hold the writer lock.
+        let idx = unsafe { &*part };
+        let mut offset = next_offset(idx, part, pending);
+        if !idx.is_prepared(offset) {
+            // Preparing may move the partition's tail to a new segment: write what is held
+            // back first, so no pending entry refers to the old tail.
+            publish(pending);
+            offset = idx.next.load(Ordering::Relaxed);
+            let idx = w.parts.get(&sh.topics, msg.topic, msg.partition)?;
+            idx.prepare(offset).map_err(|e| self.note_io(e))?;
+        }
+        idx.prefetch_prepared(offset);
+        if w.pos + bytes as u64 > w.seg.end() {
+            let next = sh
+                .log
+                .create_segment(w.seg.end())
+                .map_err(|e| self.note_io(e))?;
+            let left = (w.seg.end() - w.pos) as usize;
+            if left >= record::END_MARKER_BYTES {
+                // SAFETY: writer-only bytes at or past the published write position.
+                record::encode_end(unsafe { w.seg.bytes_mut(w.pos, left) });
+            }
+            w.seg = next;
+            w.pos = w.seg.base;
+        }
+        let pos = w.pos;
+        let ts = now_ms().max(w.last_ts_ms);
+        w.last_ts_ms = ts;
+        let stamp = record::Stamp {
+            offset,
+            msg_id: (sh.cfg.broker_id as u64) << 48 | (pos & ((1 << 48) - 1)),
+            store_ts_ms: ts,
+        };
+        // SAFETY: writer-only bytes at or past the published write position, inside the
+        // segment (checked above).
+        record::encode(unsafe { w.seg.bytes_mut(pos, bytes) }, msg, stamp);
+        pending.push(Pending {
+            idx: part,
+            offset,
+            entry: Entry {
+                pos,
+                size: bytes as u32,
+                tag_hash: tag_hash(msg.tag),
+                store_ts_ms: ts,
+            },
+        });
+        w.pos = pos + bytes as u64;
+        sh.log.write_pos.store(w.pos, Ordering::Release);
+        Ok(Appended {
+            msg_id: stamp.msg_id,
+            partition: msg.partition,
+            offset,
+            end_pos: w.pos,
+        })
+    }
+}
+
+fn part_ptr(idx: &Arc<PartIndex>) -> *const PartIndex {
+    Arc::as_ptr(idx)
+}
+
+/// The offset the next record of `idx` gets: one past its last pending entry, else its
+/// published end.
+fn next_offset(idx: &PartIndex, part: *const PartIndex, pending: &[Pending]) -> u64 {
+    match pending.iter().rev().find(|p| std::ptr::eq(p.idx, part)) {
+        Some(p) => p.offset + 1,
+        None => idx.next.load(Ordering::Relaxed),
+    }
+}
+
+/// Writes the held-back entries in order and publishes each partition's end after its entry.
+fn publish(pending: &mut Vec<Pending>) {
+    for p in pending.iter() {
+        // SAFETY: as in `write_record`: the part cache keeps the index alive; writer lock held.
+        let idx = unsafe { &*p.idx };
+        idx.write_prepared(p.offset, &p.entry);
+        idx.next.store(p.offset + 1, Ordering::Release);
+    }
+    pending.clear();
+}
+
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and has no architectural effect.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
