@@ -434,17 +434,23 @@ fn stale_index_entries_of_a_partition_not_loaded_during_recovery_are_cut_when_it
         patch(dir.path(), from, |b| b.fill(0), (end - from) as usize); // p's records torn
         from
     };
-    {
+    let q_last = {
         // Recovery cuts p's torn records without loading p; q then writes over their place.
         let store = Store::open(quiet_config(dir.path())).unwrap();
         assert_eq!(store.stats().write_pos, torn_from);
+        let mut last = None;
         for i in 0..6 {
-            store
-                .append(&msg("q", 0, format!("q-again-{i}").as_bytes()))
-                .unwrap();
+            last = Some(
+                store
+                    .append(&msg("q", 0, format!("q-again-{i}").as_bytes()))
+                    .unwrap(),
+            );
         }
         store.close().unwrap();
-    }
+        last.unwrap().end_pos
+    };
+    // And q's own last record (past the cut too) is damaged: corruption, not a stale entry.
+    patch(dir.path(), q_last - 1, |b| b[0] ^= 0x20, 1);
     let store = Store::open(quiet_config(dir.path())).unwrap(); // clean: no scan
     assert_eq!(
         store.offsets("p", 0).unwrap(),
@@ -452,8 +458,54 @@ fn stale_index_entries_of_a_partition_not_loaded_during_recovery_are_cut_when_it
         "p's stale entries are cut"
     );
     assert_eq!(store.append(&msg("p", 0, b"p-new")).unwrap().offset, 0);
-    assert_eq!(read_all(&store, "q", 0, 0).len(), 11);
+    assert_eq!(
+        store.offsets("q", 0).unwrap(),
+        (0, 11),
+        "q's damaged entry is kept"
+    );
+    assert_eq!(read_all(&store, "q", 0, 0).len(), 10);
+    let mut buf = Vec::new();
+    assert!(matches!(
+        store.read_into("q", 0, 10, 1 << 20, None, &mut buf),
+        Err(StoreError::Corrupt { offset: 10, .. })
+    ));
     store.close().unwrap();
     let report = inspect::verify(dir.path()).unwrap();
-    assert!(report.ok(), "{report:?}");
+    assert!(report.lost_entries.is_empty(), "{report:?}");
+    assert_eq!(report.index_errors.len(), 1, "{report:?}");
+    assert!(
+        report.index_errors[0].starts_with("q/0 offset 10"),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn a_segment_whose_rename_from_spare_was_lost_is_adopted_with_its_acknowledged_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg_bytes = small_config(dir.path()).segment_bytes;
+    let mut acked = Vec::new();
+    {
+        let store = Store::open(sync_config(dir.path())).unwrap();
+        store.ensure_topic("t", 1).unwrap();
+        let body = [b's'; 1000];
+        while acked.len() < 100 {
+            let a = store.append(&msg("t", 0, &body)).unwrap();
+            assert!(store.wait_durable(a.end_pos, Duration::from_secs(5)));
+            acked.push(a);
+        }
+        assert!(
+            acked.last().unwrap().end_pos > seg_bytes,
+            "rolled into a second segment"
+        );
+        store.abandon();
+    }
+    // What a power loss can leave without the directory fsync: the second segment still
+    // under its spare name.
+    let log = dir.path().join("commitlog");
+    let live = log.join(format!("{seg_bytes:020}"));
+    std::fs::rename(&live, log.join(format!("{seg_bytes:020}.spare"))).unwrap();
+    let store = Store::open(sync_config(dir.path())).unwrap();
+    assert_eq!(store.offsets("t", 0).unwrap(), (0, 100));
+    assert_eq!(read_all(&store, "t", 0, 0).len(), 100);
+    assert!(live.exists());
 }

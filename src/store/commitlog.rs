@@ -24,7 +24,8 @@ pub struct Segment {
 }
 
 /// Suffix of a segment made ahead of need and not yet adopted: it can never be mistaken for
-/// (or removed as) a live segment, and leftovers are deleted at open.
+/// (or removed as) a live segment. Leftovers are deleted at open, except one that starts where
+/// the live segments end and holds a valid record: its rename was lost, and it is adopted.
 const SPARE_SUFFIX: &str = ".spare";
 
 impl Segment {
@@ -137,6 +138,27 @@ impl Segment {
     }
 }
 
+/// Whether a segment file starts with a valid record.
+fn holds_a_record(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut head = vec![0u8; super::record::HEADER_BYTES];
+    if f.read_exact(&mut head).is_err() {
+        return false;
+    }
+    let file_len = f.metadata().map_or(0, |m| m.len());
+    let Some(len) = super::record::total_len(&head)
+        .filter(|&l| l >= super::record::HEADER_BYTES && l as u64 <= file_len)
+    else {
+        return false;
+    };
+    let mut rec = vec![0u8; len];
+    rec[..head.len()].copy_from_slice(&head);
+    f.read_exact(&mut rec[head.len()..]).is_ok() && super::record::decode(&rec).is_ok()
+}
+
 /// The segment list and the positions every thread reads.
 pub struct CommitLog {
     pub dir: PathBuf,
@@ -181,12 +203,13 @@ impl CommitLog {
     /// Opens the segment files in `dir` (which must exist); checks they are contiguous.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<CommitLog, String> {
         let mut found = Vec::new();
+        let mut spares = Vec::new();
         let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         for entry in entries {
             let entry = entry.map_err(|e| e.to_string())?;
             let name = entry.file_name();
-            if name.to_str().is_some_and(|n| n.ends_with(SPARE_SUFFIX)) {
-                let _ = std::fs::remove_file(entry.path());
+            if let Some(base) = name.to_str().and_then(|n| n.strip_suffix(SPARE_SUFFIX)) {
+                spares.push((fs::parse_name(base), entry.path()));
                 continue;
             }
             let Some(base) = name.to_str().and_then(fs::parse_name) else {
@@ -195,6 +218,30 @@ impl CommitLog {
             found.push((base, entry.path()));
         }
         found.sort();
+        // A spare holding records was adopted (renamed) by the writer, but the rename did not
+        // survive (a power loss before the directory was fsynced): adopt it again. Any other
+        // spare is a leftover and goes.
+        let live_end = found
+            .last()
+            .map(|(b, p)| b + std::fs::metadata(p).map_or(0, |m| m.len()));
+        for (base, path) in spares {
+            match base {
+                Some(b) if Some(b) == live_end && holds_a_record(&path) => {
+                    let live = dir.join(fs::name_of(b));
+                    log::warn!(
+                        "{} holds records: its rename to a live segment was lost; adopting it",
+                        path.display()
+                    );
+                    std::fs::rename(&path, &live)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    fs::sync_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                    found.push((b, live));
+                }
+                _ => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(found.len());
         for (base, path) in found {
             let seg = Segment::open(&path, base).map_err(|e| format!("{}: {e}", path.display()))?;

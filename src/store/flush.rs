@@ -170,7 +170,8 @@ fn run(sh: &Shared) {
         }
         if let Some(m) = mark.as_mut() {
             let durable = sh.log.durable_pos.load(Ordering::Acquire);
-            if durable > m.pos && (last_mark.elapsed() >= MARK_EVERY || sh.flush.idle()) {
+            // `!=`: a mark left above the recovered log (files removed by hand) comes down.
+            if durable != m.pos && (last_mark.elapsed() >= MARK_EVERY || sh.flush.idle()) {
                 last_mark = Instant::now();
                 if let Err(e) = m.store(durable) {
                     log::error!("durable mark: {e}");

@@ -374,10 +374,11 @@ pub fn install_stale_check(shared: &Arc<Shared>) {
 
 /// Whether index entry `n` of `topic`/`partition` is a stale leftover: it lies at or past a
 /// position where a recovery cut a torn tail (an index not loaded during that recovery kept
-/// entries for the cut records, and the log has been written over them since) and the bytes
-/// it points at are not its own record. Entries below the cut that fail to verify are kept:
-/// that is corruption, answered with [`StoreError::Corrupt`] on read, and their offsets must
-/// not be reused.
+/// entries for the cut records, and the log has been written over them since) and it points
+/// past the log, at another valid record, or at bytes that are not a record start. An entry
+/// pointing at a damaged record start (its magic or its message-id field intact) is kept, as
+/// is any entry below the cut: that is corruption, answered with [`StoreError::Corrupt`] on
+/// read, and its offset must not be reused.
 pub fn entry_is_stale(sh: &Shared, topic: &str, partition: u32, n: u64, e: &Entry) -> bool {
     let log = &sh.log;
     if e.is_hole() || e.pos < log.cut_from.load(Ordering::Acquire) {
@@ -386,11 +387,30 @@ pub fn entry_is_stale(sh: &Shared, topic: &str, partition: u32, n: u64, e: &Entr
     if e.pos < log.min_pos.load(Ordering::Acquire) {
         return false; // deleted by retention; `trim_below` handles it
     }
-    let own = log.with_bytes(e.pos, e.size as usize, |b| {
-        record::decode(b)
-            .is_ok_and(|r| r.offset == n && r.partition == partition && r.topic == topic.as_bytes())
-    });
-    own != Some(true)
+    let own = |r: &RecordView<'_>| {
+        r.offset == n && r.partition == partition && r.topic == topic.as_bytes()
+    };
+    let verdict = log
+        .with_bytes(e.pos, e.size as usize, |b| {
+            record::decode(b).ok().map(|r| !own(&r))
+        })
+        .flatten();
+    if let Some(stale) = verdict {
+        return stale;
+    }
+    let Some(header) = log.with_bytes(e.pos, record::HEADER_BYTES, <[u8]>::to_vec) else {
+        return true; // past the log's end
+    };
+    let mask = (1u64 << 48) - 1;
+    let starts_here = record::get_u32(&header, 4) == MAGIC_V1
+        || record::get_u64(&header, 24) & mask == e.pos & mask;
+    if !starts_here {
+        return true;
+    }
+    // A record starts here: stale if it is someone else's valid record, kept if damaged.
+    let len = record::total_len(&header).unwrap_or(0);
+    log.with_bytes(e.pos, len, |b| record::decode(b).is_ok_and(|r| !own(&r)))
+        .unwrap_or(false)
 }
 
 /// Final flush at shutdown: everything durable, then a clean checkpoint.
