@@ -3,13 +3,14 @@
 //! body and an output buffer, and acts on the returned [`Outcome`]).
 
 mod groups;
+mod put;
 mod stats;
 
 use crate::config::Config;
 use crate::groups::offsets::OffsetStore;
 use crate::groups::{self as group_state, Groups};
-use crate::protocol::{self, Code, Get, OffsetReq, ParseError, Put, Request};
-use crate::store::{self, Message, Store, StoreError, TagFilter};
+use crate::protocol::{self, Code, Get, OffsetReq, ParseError, Request};
+use crate::store::{Store, StoreError, TagFilter};
 use std::time::{Duration, Instant};
 
 pub use stats::Counters;
@@ -190,78 +191,12 @@ impl Broker {
         }
     }
 
-    fn reply(&mut self, out: &mut Vec<u8>, code: Code, text: &str, opaque: i32) {
+    pub(super) fn reply(&mut self, out: &mut Vec<u8>, code: Code, text: &str, opaque: i32) {
         self.counters.count_reply(code);
         protocol::write_result(out, code, text.as_bytes(), opaque);
     }
 
-    fn put(&mut self, p: &Put<'_>, body: &[u8], out: &mut Vec<u8>) -> Outcome {
-        match self.try_put(p, body) {
-            Ok(a) => {
-                protocol::write_put_ok(out, a.msg_id, a.partition, a.offset, p.opaque);
-                Outcome::Stored {
-                    partition: a.partition,
-                    end_pos: a.end_pos,
-                }
-            }
-            Err((code, text)) => {
-                self.counters.put_errors += 1;
-                self.reply(out, code, &text, p.opaque);
-                Outcome::Done
-            }
-        }
-    }
-
-    fn try_put(&mut self, p: &Put<'_>, body: &[u8]) -> Result<store::Appended, (Code, String)> {
-        if p.tx_key.is_some() {
-            return Err((
-                Code::NotImplemented,
-                "transactions are not implemented".into(),
-            ));
-        }
-        if let Some(sum) = p.checksum {
-            let actual = protocol::checksum(body);
-            if actual != sum {
-                return Err((Code::BadRequest, "checksum mismatch".into()));
-            }
-        }
-        let parts = protocol::split_put_body(p.flag, body, &self.cfg.limits)?;
-        // The store checks the topic and the partition range itself (the common case costs no
-        // extra lookup); a topic it does not know yet is created on first use, then retried.
-        let mut created = false;
-        loop {
-            let partition = match p.partition {
-                Some(n) => Ok(n),
-                None => self.store.choose_partition(p.topic),
-            };
-            let msg = partition.map(|partition| Message {
-                topic: p.topic,
-                partition,
-                flag: p.flag,
-                tag: parts.tag,
-                props: parts.props,
-                body: parts.payload,
-                born_ts_ms: store::now_ms(),
-            });
-            match msg.and_then(|msg| self.store.append(&msg)) {
-                Err(StoreError::UnknownTopic) if !created => {
-                    self.create_topic(p.topic)?;
-                    created = true;
-                }
-                Err(StoreError::PartitionOutOfRange { partitions }) => {
-                    let text = format!(
-                        "partition {} out of range, topic {} has {partitions} partitions",
-                        p.partition.unwrap_or(0),
-                        p.topic
-                    );
-                    return Err((Code::BadRequest, text));
-                }
-                result => return result.map_err(|e| store_error(&e)),
-            }
-        }
-    }
-
-    fn create_topic(&mut self, topic: &str) -> Result<u32, (Code, String)> {
+    pub(super) fn create_topic(&mut self, topic: &str) -> Result<u32, (Code, String)> {
         if !self.cfg.auto_create_topics {
             return Err((
                 Code::Forbidden,

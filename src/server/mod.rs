@@ -74,6 +74,9 @@ pub struct Server {
     stopping: bool,
 }
 
+/// Most puts handled in one store batch (see `Server::put_run`).
+const PUT_RUN_MAX: usize = 64;
+
 impl Server {
     /// Binds the listener and prepares the loop; the bound address is returned.
     pub fn bind(broker: Broker) -> io::Result<(Server, SocketAddr)> {
@@ -375,6 +378,12 @@ impl Server {
             if avail == 0 || avail < conn.need {
                 break;
             }
+            if !conn.shutdown && self.put_run(id, &limits, sync) {
+                continue;
+            }
+            let Some(conn) = self.conns.get_mut(id) else {
+                return;
+            };
             let Some((line_len, line_bytes)) = protocol::find_line(conn.input()) else {
                 if avail >= limits.line_bytes_max {
                     self.broker
@@ -504,6 +513,69 @@ impl Server {
             }
         }
         self.sync_parking_stats();
+    }
+
+    /// Handles the run of complete puts at the start of the connection's input with one store
+    /// batch, when there are at least two (a pipelining producer's usual read). Stops at the
+    /// first line that is not a complete, well-formed put: the one-request path answers it.
+    /// True when it handled a run.
+    fn put_run(&mut self, id: usize, limits: &crate::protocol::Limits, sync: bool) -> bool {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return false;
+        };
+        let (input, out) = conn.split();
+        let mut puts = Vec::new();
+        let mut used = 0;
+        while puts.len() < PUT_RUN_MAX {
+            let rest = &input[used..];
+            let Some((line_len, line_bytes)) = protocol::find_line(rest) else {
+                break;
+            };
+            if line_len == 0 || line_bytes > limits.line_bytes_max {
+                break;
+            }
+            let Ok(Request::Put(p)) = protocol::parse_line(&rest[..line_len], limits) else {
+                break;
+            };
+            if rest.len() < line_bytes + p.body_bytes {
+                break;
+            }
+            let body = &rest[line_bytes..line_bytes + p.body_bytes];
+            used += line_bytes + p.body_bytes;
+            puts.push((p, body));
+        }
+        if puts.len() < 2 {
+            return false;
+        }
+        let mut outcomes = Vec::with_capacity(puts.len());
+        self.broker.put_batch(&puts, out, &mut outcomes);
+        let mut holds = Vec::new();
+        for ((p, body), (reply_start, outcome)) in puts.iter().zip(outcomes) {
+            let Outcome::Stored { partition, end_pos } = outcome else {
+                continue;
+            };
+            self.parking.note_stored(p.topic, partition, end_pos, || {
+                protocol::split_put_body(p.flag, body, limits)
+                    .map_or(0, |parts| tag_hash(parts.tag))
+            });
+            if sync {
+                holds.push((reply_start, end_pos));
+            }
+        }
+        drop(puts);
+        if !holds.is_empty() {
+            if !conn.has_gates() {
+                self.held.push(id);
+            }
+            for (reply_start, end_pos) in holds {
+                conn.hold_until(reply_start, end_pos);
+            }
+            self.flush_wanted = true;
+        }
+        conn.need = 0;
+        conn.need_opaque = None;
+        conn.consume(used);
+        true
     }
 
     /// Copies the parking gauges into the broker's stats.
