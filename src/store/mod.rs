@@ -66,10 +66,11 @@
 //!
 //! A flush publishes `durable_pos` only after the msync and, when a segment was added since
 //! the last flush, an fsync of the commitlog directory (so a new segment's name, created or
-//! renamed from `.spare`, survives a power loss). The durable mark (`<dir>/durable`) is then
-//! persisted when the flush thread is idle, and at least every 100 ms under continuous load
-//! (a second device flush in every group commit would cost ~40% of the rounds). So it can lag
-//! `durable_pos` by up to 100 ms of acknowledgements; see Recovery for what it protects.
+//! renamed from `.spare`; open also adopts a `.spare` that holds records, whose rename was
+//! lost). The durable mark (`<dir>/durable`) is then persisted once the flush thread has had
+//! no kick for 5 ms, and at least every 100 ms under continuous load (persisting it in every
+//! round would add a second device flush to every group commit). So it can lag `durable_pos`
+//! by up to 100 ms of acknowledgements; see Recovery for what it protects.
 //!
 //! # Recovery
 //! A clean shutdown writes a checkpoint marked clean and starts without scanning. Otherwise
