@@ -9,6 +9,7 @@
 //! prefetching each entry's slot, and writes the entries last, when their lines have arrived.
 //! The misses overlap instead of being paid one after another.
 
+use super::commitlog::PREFAULT_AHEAD_BYTES;
 use super::index::{tag_hash, Entry, PartIndex};
 use super::{now_ms, record, Appended, FlushMode, Message, Shared, Store, StoreError, Writer};
 use std::sync::atomic::Ordering;
@@ -138,6 +139,7 @@ impl Store {
             }
             w.seg = next;
             w.pos = w.seg.base;
+            w.warm_end = w.seg.base + PREFAULT_AHEAD_BYTES; // the allocator did the spare's start
         }
         let pos = w.pos;
         let ts = now_ms().max(w.last_ts_ms);
@@ -162,6 +164,10 @@ impl Store {
         });
         w.pos = pos + bytes as u64;
         sh.log.write_pos.store(w.pos, Ordering::Release);
+        if w.pos + PREFAULT_AHEAD_BYTES / 2 >= w.warm_end && w.warm_end < w.seg.end() {
+            sh.log.request_warm(w.seg.clone(), w.warm_end);
+            w.warm_end += PREFAULT_AHEAD_BYTES;
+        }
         Ok(Appended {
             msg_id: stamp.msg_id,
             partition: msg.partition,

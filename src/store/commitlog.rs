@@ -108,16 +108,17 @@ impl Segment {
         }
     }
 
-    /// Faults in the pages of `[from, end)` read-only ahead of the writer, so its writes take
-    /// only light write-protect faults instead of reading (zero-filling) fresh blocks itself.
-    /// Nothing is dirtied. Best effort: older kernels lack MADV_POPULATE_READ.
-    pub fn prefault(&self, from: u64) {
+    /// Faults in the pages of `[from, from + bytes)` (clamped to the segment) read-only ahead
+    /// of the writer, so its writes take only light write-protect faults instead of reading
+    /// (zero-filling) fresh blocks itself. Nothing is dirtied. The kernel's readahead may fault
+    /// in a few MiB more. Best effort: older kernels lack MADV_POPULATE_READ.
+    pub fn prefault(&self, from: u64, bytes: u64) {
         const PAGE: u64 = 4096;
         let at = (from.max(self.base) - self.base) / PAGE * PAGE;
         if at >= self.len {
             return;
         }
-        let len = (self.len - at) as usize;
+        let len = (self.len - at).min(bytes.div_ceil(PAGE) * PAGE) as usize;
         if let Err(e) = self
             .map
             .advise_range(memmap2::Advice::PopulateRead, at as usize, len)
@@ -159,6 +160,11 @@ fn holds_a_record(path: &Path) -> bool {
     f.read_exact(&mut rec[head.len()..]).is_ok() && super::record::decode(&rec).is_ok()
 }
 
+/// How far ahead of the writer the allocator keeps the commitlog's pages faulted in: enough
+/// for tens of milliseconds of appends, without zero-filling a whole (1 GiB) segment at once,
+/// which costs seconds of CPU at start-up and at every roll.
+pub const PREFAULT_AHEAD_BYTES: u64 = 64 << 20;
+
 /// The segment list and the positions every thread reads.
 pub struct CommitLog {
     pub dir: PathBuf,
@@ -193,8 +199,8 @@ struct Spare {
 #[derive(Default)]
 struct SpareSlot {
     wanted: Option<u64>,
-    /// A live segment to prefault from a position (the active one, at start-up).
-    warm: Option<(Arc<Segment>, u64)>,
+    /// A live segment to prefault: `[from, to)` of the active one, ahead of the writer.
+    warm: Option<(Arc<Segment>, u64, u64)>,
     ready: Option<io::Result<Segment>>,
     stop: bool,
 }
@@ -360,10 +366,16 @@ impl CommitLog {
         self.spare.cv.notify_one();
     }
 
-    /// Asks the allocator thread to prefault `seg` from `from` (see [`Segment::prefault`]).
+    /// Asks the allocator thread to prefault `[from, from + PREFAULT_AHEAD_BYTES)` of `seg`
+    /// (see [`Segment::prefault`]); merged with a request for the same segment not yet served.
     pub fn request_warm(&self, seg: Arc<Segment>, from: u64) {
         let mut slot = self.spare.slot.lock().expect("spare lock");
-        slot.warm = Some((seg, from));
+        let to = from + PREFAULT_AHEAD_BYTES;
+        let from = match &slot.warm {
+            Some((s, f, _)) if s.base == seg.base => (*f).min(from),
+            _ => from,
+        };
+        slot.warm = Some((seg, from, to));
         self.spare.cv.notify_one();
     }
 
@@ -384,9 +396,9 @@ impl CommitLog {
                             }
                             return;
                         }
-                        if let Some((seg, from)) = slot.warm.take() {
+                        if let Some((seg, from, to)) = slot.warm.take() {
                             drop(slot);
-                            seg.prefault(from);
+                            seg.prefault(from, to - from);
                             slot = spare.slot.lock().expect("spare lock");
                             continue;
                         }
@@ -398,7 +410,7 @@ impl CommitLog {
                 };
                 let made = Segment::create_spare(&dir, base, len);
                 if let Ok(seg) = &made {
-                    seg.prefault(seg.base);
+                    seg.prefault(seg.base, PREFAULT_AHEAD_BYTES);
                 }
                 if let Err(e) = &made {
                     log::warn!("could not preallocate segment at {base}: {e}");
@@ -478,5 +490,46 @@ impl CommitLog {
         // SAFETY: the range is below the published write position, so the writer no longer
         // touches it, and the Arc keeps the mapping alive for the call.
         Some(f(unsafe { seg.bytes(pos, n) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pages of `seg` in the page cache, by mincore(2).
+    fn resident_pages(seg: &Segment) -> Vec<bool> {
+        let pages = (seg.len / 4096) as usize;
+        let mut vec = vec![0u8; pages];
+        // SAFETY: the mapping is `seg.len` bytes long and page-aligned; `vec` has one byte per
+        // page, as mincore requires.
+        let rc = unsafe {
+            libc::mincore(
+                seg.map.as_mut_ptr().cast(),
+                seg.len as usize,
+                vec.as_mut_ptr().cast(),
+            )
+        };
+        assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
+        vec.iter().map(|b| b & 1 == 1).collect()
+    }
+
+    #[test]
+    fn prefault_faults_in_only_the_window_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Segment::create(dir.path(), 0, 64 << 20).unwrap();
+        seg.prefault(1 << 20, 1 << 20);
+        let resident = resident_pages(&seg);
+        let window = 256..512; // [1 MiB, 2 MiB) in 4 KiB pages
+        assert!(
+            resident[window.clone()].iter().all(|&r| r),
+            "window not faulted in"
+        );
+        // The kernel's readahead may fault in some megabytes past the window, not the segment.
+        let far = resident[512 + 4096..].iter().filter(|&&r| r).count();
+        assert_eq!(
+            far, 0,
+            "{far} pages more than 16 MiB past the window faulted in"
+        );
     }
 }

@@ -273,6 +273,8 @@ struct Writer {
     parts: part_cache::PartCache,
     /// async: the write position at which a dirty log may kick the flush thread again.
     next_kick_pos: u64,
+    /// The allocator has been asked to prefault the active segment up to here.
+    warm_end: u64,
 }
 
 pub(crate) struct Shared {
@@ -339,6 +341,7 @@ impl Store {
                 last_ts_ms: 0,
                 parts: part_cache::PartCache::default(),
                 next_kick_pos: 0,
+                warm_end: 0,
             }),
             log,
             topics,
@@ -357,8 +360,9 @@ impl Store {
             .store(report.corrupt_records, Ordering::Relaxed);
         let mut threads = vec![shared.log.start_allocator()];
         {
-            let w = shared.writer.lock().expect("writer lock");
+            let mut w = shared.writer.lock().expect("writer lock");
             shared.log.request_warm(w.seg.clone(), w.pos);
+            w.warm_end = w.pos + commitlog::PREFAULT_AHEAD_BYTES;
             shared.log.request_spare(w.seg.end());
         }
         threads.push(flush::start(shared.clone()));
