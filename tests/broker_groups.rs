@@ -949,16 +949,6 @@ fn long_poll_get_parks_until_a_put_to_its_partition_and_wakes_promptly() {
     assert!(p99 < Duration::from_millis(200), "p99 {p99:?}");
 }
 
-/// The general `stats` counter `name`.
-#[track_caller]
-fn counter(conn: &mut Conn, name: &str) -> u64 {
-    let stats = conn.stats(None);
-    canonical(
-        stat(&stats, name).unwrap_or_else(|| panic!("no STAT {name} in {stats:?}")),
-        name,
-    )
-}
-
 #[test]
 fn long_poll_get_is_not_woken_by_a_put_to_another_partition() {
     let broker = Broker::start(&[]);
@@ -967,13 +957,13 @@ fn long_poll_get_is_not_woken_by_a_put_to_another_partition() {
     producer.put("lp", 0, b"seed", 1);
     consumer.send(&get_wait_cmd("lp", "grp", 0, 1, MAX, 5000, None, 3));
     consumer.expect_silence(Duration::from_millis(100));
-    assert_eq!(counter(&mut producer, "parked_gets"), 1);
-    let before = counter(&mut producer, "parked_wakeups");
+    assert_eq!(producer.counter("parked_gets"), 1);
+    let before = producer.counter("parked_wakeups");
     producer.put("lp", 1, b"other", 2);
     producer.put("lp", 2, b"other", 2);
     consumer.expect_silence(Duration::from_millis(300));
     assert_eq!(
-        counter(&mut producer, "parked_wakeups") - before,
+        producer.counter("parked_wakeups") - before,
         0,
         "puts to partitions 1 and 2 woke the get parked on partition 0"
     );
@@ -982,7 +972,7 @@ fn long_poll_get_is_not_woken_by_a_put_to_another_partition() {
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!((records[0].partition, records[0].offset), (0, 1));
     assert_eq!(records[0].body, b"mine");
-    assert_eq!(counter(&mut producer, "parked_wakeups") - before, 1);
+    assert_eq!(producer.counter("parked_wakeups") - before, 1);
 }
 
 #[test]
@@ -1002,15 +992,15 @@ fn tag_filtered_long_poll_is_woken_only_by_a_put_its_filter_matches() {
         3,
     ));
     consumer.expect_silence(Duration::from_millis(100));
-    assert_eq!(counter(&mut producer, "parked_gets"), 1);
-    let before = counter(&mut producer, "parked_wakeups");
+    assert_eq!(producer.counter("parked_gets"), 1);
+    let before = producer.counter("parked_wakeups");
     // Same partition, tags the filter cannot match, and an untagged record.
     put_tagged(&mut producer, "tagwake", 0, "b", "m1");
     put_tagged(&mut producer, "tagwake", 0, "cc", "m2");
     producer.put("tagwake", 0, b"plain", 4);
     consumer.expect_silence(Duration::from_millis(300));
     assert_eq!(
-        counter(&mut producer, "parked_wakeups") - before,
+        producer.counter("parked_wakeups") - before,
         0,
         "puts tagged b, cc and untagged woke a get filtered on a||c"
     );
@@ -1021,7 +1011,7 @@ fn tag_filtered_long_poll_is_woken_only_by_a_put_its_filter_matches() {
         (records[0].offset, records[0].tag.as_slice()),
         (4, &b"c"[..])
     );
-    assert_eq!(counter(&mut producer, "parked_wakeups") - before, 1);
+    assert_eq!(producer.counter("parked_wakeups") - before, 1);
     // An unfiltered get on the same partition is woken by any put, tagged or not.
     consumer.send(&get_wait_cmd("tagwake", "grp", 0, 5, MAX, 5000, None, 5));
     consumer.expect_silence(Duration::from_millis(100));
@@ -1030,7 +1020,7 @@ fn tag_filtered_long_poll_is_woken_only_by_a_put_its_filter_matches() {
         consumer.read_reply().expect_value(5)[0].body,
         b"plain again"
     );
-    assert_eq!(counter(&mut producer, "parked_wakeups") - before, 2);
+    assert_eq!(producer.counter("parked_wakeups") - before, 2);
 }
 
 #[test]

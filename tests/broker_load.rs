@@ -242,16 +242,6 @@ fn loop_cpu_ticks(pid: u32) -> u64 {
     utime + stime
 }
 
-/// The general `stats` counter `name`.
-#[track_caller]
-fn counter(conn: &mut Conn, name: &str) -> u64 {
-    let stats = conn.stats(None);
-    canonical(
-        stat(&stats, name).unwrap_or_else(|| panic!("no STAT {name} in {stats:?}")),
-        name,
-    )
-}
-
 #[test]
 fn slow_reader_with_parked_gets_does_not_grow_broker_memory() {
     const PARKED: i32 = 128;
@@ -282,7 +272,7 @@ fn slow_reader_with_parked_gets_does_not_grow_broker_memory() {
     }
     slow.send(&gets);
     wait_for(Duration::from_secs(5), || {
-        (counter(&mut producer, "parked_gets") == PARKED as u64).then_some(())
+        (producer.counter("parked_gets") == PARKED as u64).then_some(())
     })
     .expect("the slow reader's gets never all parked");
 
@@ -321,7 +311,7 @@ fn slow_reader_with_parked_gets_does_not_grow_broker_memory() {
         assert_eq!((records[0].offset, records[0].body.len()), (1, BODY_BYTES));
     }
     slow.expect_silence(Duration::from_millis(100));
-    assert_eq!(counter(&mut producer, "parked_gets"), 0);
+    assert_eq!(producer.counter("parked_gets"), 0);
 }
 
 #[test]
@@ -356,7 +346,7 @@ fn five_thousand_parked_gets_idle_cheaply_and_a_put_wakes_only_its_partition() {
     }
     let total = (CONNS * PER_CONN) as u64;
     wait_for(Duration::from_secs(10), || {
-        (counter(&mut producer, "parked_gets") == total).then_some(())
+        (producer.counter("parked_gets") == total).then_some(())
     })
     .unwrap_or_else(|| panic!("{total} gets never all parked"));
 
@@ -372,7 +362,7 @@ fn five_thousand_parked_gets_idle_cheaply_and_a_put_wakes_only_its_partition() {
     );
 
     // One put wakes exactly its partition's waiters.
-    let before = counter(&mut producer, "parked_wakeups");
+    let before = producer.counter("parked_wakeups");
     producer.put("crowd", WOKEN_PARTITION as i32, b"wake", 2);
     for (c, conn) in conns.iter_mut().enumerate() {
         let expected: BTreeSet<i32> = (0..PER_CONN)
@@ -393,6 +383,6 @@ fn five_thousand_parked_gets_idle_cheaply_and_a_put_wakes_only_its_partition() {
         conn.expect_silence(Duration::from_millis(100));
     }
     let woken = (total as usize / PARTITIONS) as u64;
-    assert_eq!(counter(&mut producer, "parked_wakeups") - before, woken);
-    assert_eq!(counter(&mut producer, "parked_gets"), total - woken);
+    assert_eq!(producer.counter("parked_wakeups") - before, woken);
+    assert_eq!(producer.counter("parked_gets"), total - woken);
 }

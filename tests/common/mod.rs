@@ -1076,6 +1076,16 @@ impl Conn {
         self.read_reply()
     }
 
+    /// The general `stats` counter `name`.
+    #[track_caller]
+    pub fn counter(&mut self, name: &str) -> u64 {
+        let stats = self.stats(None);
+        canonical(
+            stat(&stats, name).unwrap_or_else(|| panic!("no STAT {name} in {stats:?}")),
+            name,
+        )
+    }
+
     /// `stats [item]` in memcached form.
     #[track_caller]
     pub fn stats(&mut self, item: Option<&str>) -> Vec<(String, String)> {
