@@ -11,6 +11,12 @@ use crate::store::{self, Appended, Message, StoreError};
 type Refusal = (Code, String);
 
 impl Broker {
+    /// Handles one put (counted in `cmd_put`).
+    pub fn put_one(&mut self, p: &Put<'_>, body: &[u8], out: &mut Vec<u8>) -> Outcome {
+        self.counters.cmd_put += 1;
+        self.put(p, body, out)
+    }
+
     /// Handles one put.
     pub(super) fn put(&mut self, p: &Put<'_>, body: &[u8], out: &mut Vec<u8>) -> Outcome {
         let result = self.put_message(p, body).and_then(|msg| {

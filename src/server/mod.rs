@@ -515,10 +515,10 @@ impl Server {
         self.sync_parking_stats();
     }
 
-    /// Handles the run of complete puts at the start of the connection's input with one store
-    /// batch, when there are at least two (a pipelining producer's usual read). Stops at the
-    /// first line that is not a complete, well-formed put: the one-request path answers it.
-    /// True when it handled a run.
+    /// Handles the run of complete puts at the start of the connection's input: one store
+    /// batch for two or more (a pipelining producer's usual read), the one-put path for one
+    /// (parsed once either way). Stops at the first line that is not a complete, well-formed
+    /// put: the one-request path answers it. True when it handled at least one put.
     fn put_run(&mut self, id: usize, limits: &crate::protocol::Limits, sync: bool) -> bool {
         let Some(conn) = self.conns.get_mut(id) else {
             return false;
@@ -544,11 +544,15 @@ impl Server {
             used += line_bytes + p.body_bytes;
             puts.push((p, body));
         }
-        if puts.len() < 2 {
-            return false;
-        }
         let mut outcomes = Vec::with_capacity(puts.len());
-        self.broker.put_batch(&puts, out, &mut outcomes);
+        match puts[..] {
+            [] => return false,
+            [(ref p, body)] => {
+                let start = out.len();
+                outcomes.push((start, self.broker.put_one(p, body, out)));
+            }
+            _ => self.broker.put_batch(&puts, out, &mut outcomes),
+        }
         let mut holds = Vec::new();
         for ((p, body), (reply_start, outcome)) in puts.iter().zip(outcomes) {
             let Outcome::Stored { partition, end_pos } = outcome else {
