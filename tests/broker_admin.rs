@@ -211,7 +211,8 @@ fn stats_help_lists_every_documented_item_with_its_documented_meaning() {
     }
 }
 
-/// A broker whose open-file hard limit is `nofile`, so it must lower `connections_max`.
+/// A broker started with open-file limits `soft` and `hard` (it raises the soft one to the
+/// hard one, then fits `connections_max` under it).
 struct LimitedBroker {
     child: Child,
     addr: std::net::SocketAddr,
@@ -219,7 +220,7 @@ struct LimitedBroker {
 }
 
 impl LimitedBroker {
-    fn start(nofile: u64) -> LimitedBroker {
+    fn start(soft: u64, hard: u64) -> LimitedBroker {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_imago"));
         cmd.args(["--listen", "127.0.0.1:0", "--connections-max", "10000"])
@@ -232,8 +233,8 @@ impl LimitedBroker {
         unsafe {
             cmd.pre_exec(move || {
                 let rl = libc::rlimit {
-                    rlim_cur: nofile,
-                    rlim_max: nofile,
+                    rlim_cur: soft,
+                    rlim_max: hard,
                 };
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -266,9 +267,18 @@ impl Drop for LimitedBroker {
 }
 
 #[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit_at_start_up() {
+    // Soft 100, hard 1000: raised to 1000, less the 64 kept back, is 936 connections.
+    let broker = LimitedBroker::start(100, 1000);
+    let mut conn = Conn::connect(broker.addr);
+    let settings = conn.stats(Some("settings"));
+    assert_eq!(value(&settings, "connections_max"), "936");
+}
+
+#[test]
 fn stats_settings_shows_the_connections_max_in_force_after_the_open_file_limit_lowers_it() {
     // 100 descriptors, 64 kept back (protocol.md "Limits"): 36 connections, not 10000.
-    let broker = LimitedBroker::start(100);
+    let broker = LimitedBroker::start(100, 100);
     let in_force = 36;
     let mut conns = vec![Conn::connect(broker.addr)];
     let settings = conns[0].stats(Some("settings"));
