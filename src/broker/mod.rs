@@ -23,7 +23,12 @@ pub enum Outcome {
     /// A put stored its message (the reply is in the output buffer). In sync flush mode the
     /// reply may be sent only once the store's durable position reaches `end_pos`; long-poll
     /// gets parked on the partition can be woken once the message is visible.
-    Stored { partition: u32, end_pos: u64 },
+    /// `tag_hash` is the stored tag's index hash (what tag-filtered waiters match).
+    Stored {
+        partition: u32,
+        end_pos: u64,
+        tag_hash: u32,
+    },
     /// A long-poll get found nothing to send: no reply was written; park it.
     Park(Park),
     /// Send what is pending, then close the connection.

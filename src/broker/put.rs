@@ -124,6 +124,7 @@ impl Broker {
                 Outcome::Stored {
                     partition: a.partition,
                     end_pos: a.end_pos,
+                    tag_hash: a.tag_hash,
                 }
             }
             Err((code, text)) => {

@@ -20,7 +20,6 @@ mod signal;
 
 use crate::broker::{Broker, Outcome};
 use crate::protocol::{self, Code, Request, StatsWriter};
-use crate::store::index::tag_hash;
 use crate::store::FlushMode;
 use conn::{Conn, Fill, InState};
 use mio::net::TcpListener;
@@ -446,11 +445,16 @@ impl Server {
                         let outcome = self.broker.handle(&req, body, out);
                         let mut woken_group = None;
                         let outcome = match (&req, outcome) {
-                            (Request::Put(p), Outcome::Stored { partition, end_pos }) => {
-                                self.parking.note_stored(p.topic, partition, end_pos, || {
-                                    protocol::split_put_body(p.flag, body, &limits)
-                                        .map_or(0, |parts| tag_hash(parts.tag))
-                                });
+                            (
+                                Request::Put(p),
+                                Outcome::Stored {
+                                    partition,
+                                    end_pos,
+                                    tag_hash,
+                                },
+                            ) => {
+                                self.parking
+                                    .note_stored(p.topic, partition, end_pos, tag_hash);
                                 outcome
                             }
                             (Request::Get(g), Outcome::Park(park)) => {
@@ -554,14 +558,17 @@ impl Server {
             _ => self.broker.put_batch(&puts, out, &mut outcomes),
         }
         let mut holds = Vec::new();
-        for ((p, body), (reply_start, outcome)) in puts.iter().zip(outcomes) {
-            let Outcome::Stored { partition, end_pos } = outcome else {
+        for ((p, _), (reply_start, outcome)) in puts.iter().zip(outcomes) {
+            let Outcome::Stored {
+                partition,
+                end_pos,
+                tag_hash,
+            } = outcome
+            else {
                 continue;
             };
-            self.parking.note_stored(p.topic, partition, end_pos, || {
-                protocol::split_put_body(p.flag, body, limits)
-                    .map_or(0, |parts| tag_hash(parts.tag))
-            });
+            self.parking
+                .note_stored(p.topic, partition, end_pos, tag_hash);
             if sync {
                 holds.push((reply_start, end_pos));
             }

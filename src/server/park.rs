@@ -269,15 +269,9 @@ impl Parking {
         self.parked.insert(id, p);
     }
 
-    /// Notes a put (`tag` gives its tag hash, 0 when untagged; called only when needed).
+    /// Notes a put (`tag_hash`: its tag's index hash, 0 when untagged).
     /// Cheap when nobody waits on the partition, in async mode free.
-    pub fn note_stored(
-        &mut self,
-        topic: &str,
-        partition: u32,
-        end_pos: u64,
-        tag: impl FnOnce() -> u32,
-    ) {
+    pub fn note_stored(&mut self, topic: &str, partition: u32, end_pos: u64, tag_hash: u32) {
         if !self.sync && self.parked.is_empty() {
             return;
         }
@@ -285,27 +279,25 @@ impl Parking {
         if waiters.is_none() && !self.sync {
             return;
         }
-        let needs_tag = self.sync || waiters.is_some_and(|w| !w.by_tag.is_empty());
-        let hash = if needs_tag { tag() } else { 0 };
         if self.sync {
             let u = self.unseen.entry(topic, partition);
             u.end = u.end.max(end_pos);
-            if hash != 0 {
-                u.tags.insert(hash, end_pos);
+            if tag_hash != 0 {
+                u.tags.insert(tag_hash, end_pos);
             }
         }
         let Some(w) = waiters else {
             return;
         };
         let wake_any = !w.any.is_empty();
-        let wake_tag = hash != 0 && w.by_tag.contains_key(&hash);
+        let wake_tag = tag_hash != 0 && w.by_tag.contains_key(&tag_hash);
         if wake_any || wake_tag {
             let note = self.notes.entry(topic, partition);
             if wake_any {
                 note.any.get_or_insert(end_pos);
             }
             if wake_tag {
-                note.tags.entry(hash).or_insert(end_pos);
+                note.tags.entry(tag_hash).or_insert(end_pos);
             }
         }
     }
@@ -523,8 +515,8 @@ mod tests {
         let mut p = Parking::new(false);
         p.park(parked(1, 0, "g", now + Duration::from_secs(5)), 0);
         p.park(parked(2, 1, "g", now + Duration::from_secs(5)), 0);
-        p.note_stored("t", 0, 100, || 0);
-        p.note_stored("t", 7, 100, || 0);
+        p.note_stored("t", 0, 100, 0);
+        p.note_stored("t", 7, 100, 0);
         assert!(p.take_woken(99).is_empty(), "not visible yet");
         let woken = p.take_woken(100);
         assert_eq!(woken.iter().map(|w| w.conn).collect::<Vec<_>>(), vec![1]);
@@ -541,16 +533,16 @@ mod tests {
         p.park(tagged(1, 0, "g", later, Some(&["a", "b"])), 0);
         p.park(tagged(2, 0, "g", later, Some(&["c"])), 0);
         p.park(tagged(3, 0, "g", later, None), 0);
-        p.note_stored("t", 0, 10, || tag_hash(b"b"));
+        p.note_stored("t", 0, 10, tag_hash(b"b"));
         let woken: Vec<usize> = p.take_woken(u64::MAX).iter().map(|w| w.conn).collect();
         assert_eq!(
             woken,
             vec![1, 3],
             "b wakes the a||b filter and the unfiltered get"
         );
-        p.note_stored("t", 0, 20, || 0);
+        p.note_stored("t", 0, 20, 0);
         assert!(!p.has_stored(), "an untagged put matches no filter");
-        p.note_stored("t", 0, 30, || tag_hash(b"c"));
+        p.note_stored("t", 0, 30, tag_hash(b"c"));
         assert_eq!(p.take_woken(u64::MAX).len(), 1);
         assert_eq!((p.total(), p.wakeups()), (0, 3));
     }
@@ -559,7 +551,7 @@ mod tests {
     fn sync_mode_wakes_a_get_parked_after_a_put_that_is_not_durable_yet() {
         let later = Instant::now() + Duration::from_secs(5);
         let mut p = Parking::new(true);
-        p.note_stored("t", 0, 100, || tag_hash(b"x"));
+        p.note_stored("t", 0, 100, tag_hash(b"x"));
         p.park(parked(1, 0, "g", later), 50);
         p.park(tagged(2, 0, "g", later, Some(&["y"])), 50);
         p.park(tagged(3, 0, "g", later, Some(&["x"])), 50);
@@ -599,7 +591,7 @@ mod tests {
             p.park(parked(i as usize % 4, 0, "g", later), 0);
         }
         let t0 = Instant::now();
-        p.note_stored("t", 0, 1, || 0);
+        p.note_stored("t", 0, 1, 0);
         assert_eq!(p.take_woken(u64::MAX).len(), N as usize);
         // Quadratic removal (a Vec::retain per id) takes minutes here.
         assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());

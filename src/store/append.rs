@@ -152,13 +152,14 @@ impl Store {
         // SAFETY: writer-only bytes at or past the published write position, inside the
         // segment (checked above).
         record::encode(unsafe { w.seg.bytes_mut(pos, bytes) }, msg, stamp);
+        let tag_hash = tag_hash(msg.tag);
         pending.push(Pending {
             idx: part,
             offset,
             entry: Entry {
                 pos,
                 size: bytes as u32,
-                tag_hash: tag_hash(msg.tag),
+                tag_hash,
                 store_ts_ms: ts,
             },
         });
@@ -173,6 +174,7 @@ impl Store {
             partition: msg.partition,
             offset,
             end_pos: w.pos,
+            tag_hash,
         })
     }
 }

@@ -199,6 +199,8 @@ pub struct Appended {
     pub offset: u64,
     /// Commitlog position just past the record: durable once `durable_pos() >= end_pos`.
     pub end_pos: u64,
+    /// The tag's index hash ([`index::tag_hash`]), as its index entry holds it.
+    pub tag_hash: u32,
 }
 
 /// Result of a read: records were appended to the caller's buffer.
