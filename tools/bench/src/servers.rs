@@ -223,32 +223,12 @@ impl Server {
             .arg("yes")
             .arg("--logfile")
             .arg(dir.join("redis.log"));
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = cmd.spawn().map_err(|e| {
-            format!(
-                "start {}: {e} (apt-get install -y redis-server)",
-                o.redis_bin.display()
-            )
-        })?;
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let srv = Server {
-            target: Target::Redis,
-            addr,
-            pid: Some(child.id()),
-            dir,
-            child: Some(child),
-            keep: o.keep_data,
-            _stdout: None,
-        };
-        srv.wait_ready(|s| {
+        Server::launch(o, Target::Redis, cmd, port, dir, |s| {
             s.write_all(b"PING\r\n").ok()?;
             let mut b = [0u8; 7];
             s.read_exact(&mut b).ok()?;
             (&b == b"+PONG\r\n").then_some(())
-        })?;
-        Ok(srv)
+        })
     }
 
     fn start_beanstalkd(o: &ServerOpts, s: &StartOpts) -> Result<Server, String> {
@@ -267,18 +247,41 @@ impl Server {
             cmd.arg("-f").arg(o.beanstalkd_lazy_fsync_ms.to_string());
         }
         cmd.arg("-z").arg(s.max_body.max(65535).to_string());
+        Server::launch(o, Target::Beanstalkd, cmd, port, dir, |s| {
+            s.write_all(b"list-tubes\r\n").ok()?;
+            let mut r = BufReader::new(s);
+            let mut line = String::new();
+            r.read_line(&mut line).ok()?;
+            line.starts_with("OK").then_some(())
+        })
+    }
+
+    /// Spawns a peer (`cmd`, listening on 127.0.0.1:`port`, data in `dir`) and waits until
+    /// `probe` gets its answer.
+    fn launch(
+        o: &ServerOpts,
+        target: Target,
+        mut cmd: Command,
+        port: u16,
+        dir: PathBuf,
+        probe: impl Fn(&mut TcpStream) -> Option<()>,
+    ) -> Result<Server, String> {
+        let (bin, package) = match target {
+            Target::Redis => (&o.redis_bin, "redis-server"),
+            _ => (&o.beanstalkd_bin, "beanstalkd"),
+        };
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = cmd.spawn().map_err(|e| {
             format!(
-                "start {}: {e} (apt-get install -y beanstalkd)",
-                o.beanstalkd_bin.display()
+                "start {}: {e} (apt-get install -y {package})",
+                bin.display()
             )
         })?;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let srv = Server {
-            target: Target::Beanstalkd,
+            target,
             addr,
             pid: Some(child.id()),
             dir,
@@ -286,13 +289,7 @@ impl Server {
             keep: o.keep_data,
             _stdout: None,
         };
-        srv.wait_ready(|s| {
-            s.write_all(b"list-tubes\r\n").ok()?;
-            let mut r = BufReader::new(s);
-            let mut line = String::new();
-            r.read_line(&mut line).ok()?;
-            line.starts_with("OK").then_some(())
-        })?;
+        srv.wait_ready(probe)?;
         Ok(srv)
     }
 
