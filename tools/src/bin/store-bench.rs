@@ -9,7 +9,7 @@
 //! ```text
 //! cargo run --release -p imago-tools --bin store-bench -- [--dir /tmp] [--records 5000000]
 //!     [--body-bytes 128] [--partitions 10240] [--writers 8] [--batch 16] [--sync-seconds 3]
-//!     [--segment-bytes 1073741824] [--rounds 3]
+//!     [--segment-bytes 1073741824] [--rounds 3] [--append-batch 64] [--only all|async|sync]
 //! ```
 //! Prints a human summary and one JSON line per measurement.
 
@@ -28,6 +28,8 @@ struct Args {
     segment_bytes: u64,
     rounds: u32,
     append_batch: usize,
+    /// `all`, `async` (the append rates only) or `sync` (group commit only).
+    only: String,
 }
 
 fn parse() -> Args {
@@ -42,6 +44,7 @@ fn parse() -> Args {
         segment_bytes: 1 << 30,
         rounds: 3,
         append_batch: 64,
+        only: "all".into(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -63,6 +66,7 @@ fn parse() -> Args {
             "--segment-bytes" => a.segment_bytes = n(),
             "--rounds" => a.rounds = n() as u32,
             "--append-batch" => a.append_batch = n().max(1) as usize,
+            "--only" if ["all", "async", "sync"].contains(&v.as_str()) => a.only = v.clone(),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -183,31 +187,44 @@ fn main() {
         .join(format!("imago-store-bench-{}", std::process::id()));
     std::fs::create_dir_all(&base).expect("bench dir");
 
-    for batch in [1, a.append_batch] {
-        append_pair(&a, batch, &body);
+    if a.only != "sync" {
+        for batch in [1, a.append_batch] {
+            append_pair(&a, batch, &body);
+        }
+    }
+    if a.only == "async" {
+        let _ = std::fs::remove_dir_all(&base);
+        return;
     }
 
-    let dir = base.join("sync");
-    let store =
-        Arc::new(Store::open(config(&dir, FlushMode::Sync, a.segment_bytes)).expect("open store"));
+    sync_rate(&a, &base.join("sync"), &body);
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// `a.writers` threads each append `a.batch` records and wait for them to be durable, for
+/// `a.sync_seconds`; prints durable records/s and records per fsync.
+fn sync_rate(a: &Args, dir: &std::path::Path, body: &[u8]) {
+    let cfg = config(dir, FlushMode::Sync, a.segment_bytes);
+    let store = Arc::new(Store::open(cfg).expect("open store"));
     store.ensure_topic("bench", a.writers).expect("topic");
     let deadline = Instant::now() + Duration::from_secs(a.sync_seconds);
     let began = Instant::now();
-    let threads: Vec<_> = (0..a.writers)
+    let (writers, batch) = (a.writers, a.batch);
+    let threads: Vec<_> = (0..writers)
         .map(|w| {
-            let (store, body) = (store.clone(), body.clone());
+            let (store, body) = (store.clone(), body.to_vec());
             std::thread::spawn(move || {
                 let mut acked = 0u64;
                 while Instant::now() < deadline {
                     let mut last = 0;
-                    for _ in 0..a.batch {
+                    for _ in 0..batch {
                         last = store.append(&msg(w, &body)).expect("append").end_pos;
                     }
                     assert!(
                         store.wait_durable(last, Duration::from_secs(10)),
                         "not durable in 10 s"
                     );
-                    acked += a.batch as u64;
+                    acked += batch as u64;
                 }
                 acked
             })
@@ -217,13 +234,12 @@ fn main() {
     let secs = began.elapsed().as_secs_f64();
     let s = store.stats();
     println!(
-        "sync append, {} writers x batch {}: {:>9.0} durable records/s, {} fsyncs, {:.1} records per fsync, last fsync {} us",
+        "sync append, {} writers x batch {}: {:>9.0} durable records/s, {} fsyncs, {:.1} records per fsync",
         a.writers,
         a.batch,
         acked as f64 / secs,
         s.fsyncs,
         s.records_fsynced as f64 / s.fsyncs.max(1) as f64,
-        s.fsync_last_us
     );
     println!(
         "{{\"bench\":\"store-sync\",\"writers\":{},\"batch\":{},\"durable_per_s\":{:.0},\"fsyncs\":{},\"records_per_fsync\":{:.2}}}",
@@ -234,5 +250,5 @@ fn main() {
         s.records_fsynced as f64 / s.fsyncs.max(1) as f64
     );
     drop(store);
-    let _ = std::fs::remove_dir_all(&base);
+    let _ = std::fs::remove_dir_all(dir);
 }
