@@ -234,12 +234,13 @@ fn sync_rate(a: &Args, dir: &std::path::Path, body: &[u8]) {
     let secs = began.elapsed().as_secs_f64();
     let s = store.stats();
     println!(
-        "sync append, {} writers x batch {}: {:>9.0} durable records/s, {} fsyncs, {:.1} records per fsync",
+        "sync append, {} writers x batch {}: {:>9.0} durable records/s, {} fsyncs, {:.1} records per fsync, last fsync {} us",
         a.writers,
         a.batch,
         acked as f64 / secs,
         s.fsyncs,
         s.records_fsynced as f64 / s.fsyncs.max(1) as f64,
+        s.fsync_last_us
     );
     println!(
         "{{\"bench\":\"store-sync\",\"writers\":{},\"batch\":{},\"durable_per_s\":{:.0},\"fsyncs\":{},\"records_per_fsync\":{:.2}}}",
