@@ -252,3 +252,63 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A connected pair over loopback: the broker's side as a `Conn`, the client's as std.
+    fn pair() -> (Conn, std::net::TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (sock, addr) = listener.accept().unwrap();
+        sock.set_nonblocking(true).unwrap();
+        (Conn::new(TcpStream::from_std(sock), addr), client)
+    }
+
+    /// Fills until `n` more bytes arrived (the client's writes may land in several reads).
+    fn fill_exactly(conn: &mut Conn, n: usize) {
+        let mut got = 0;
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while got < n {
+            assert!(Instant::now() < deadline, "only {got} of {n} bytes arrived");
+            got += conn.fill(1 << 20).unwrap().0;
+        }
+    }
+
+    #[test]
+    fn a_small_partial_command_does_not_grow_the_input_buffer_past_the_idle_bound() {
+        let (mut conn, mut client) = pair();
+        // Less than a chunk minus READ_ROOM_MIN_BYTES: the read after it (which finds the
+        // socket drained) must not grow the buffer either.
+        let first = READ_CHUNK_BYTES - READ_ROOM_MIN_BYTES - 1024;
+        client.write_all(&vec![b'x'; first]).unwrap();
+        fill_exactly(&mut conn, first);
+        assert_eq!(conn.inbuf.len(), READ_CHUNK_BYTES);
+        // Everything but a 100-byte partial command was processed; more bytes arrive.
+        conn.consume(first - 100);
+        client.write_all(&[b'y'; 2000]).unwrap();
+        fill_exactly(&mut conn, 2000);
+        assert_eq!(conn.input().len(), 2100);
+        assert_eq!(
+            conn.inbuf.len(),
+            READ_CHUNK_BYTES,
+            "grew for a small partial"
+        );
+        conn.consume(2100);
+        conn.settle(Instant::now(), true);
+        // Still allocated: the next read reuses it instead of zeroing a fresh buffer.
+        assert_eq!(conn.inbuf.len(), READ_CHUNK_BYTES);
+    }
+
+    #[test]
+    fn a_large_body_still_grows_the_buffer_beyond_one_chunk() {
+        let (mut conn, mut client) = pair();
+        let body = 3 * READ_CHUNK_BYTES + 5;
+        client.write_all(&vec![b'z'; body]).unwrap();
+        fill_exactly(&mut conn, body);
+        assert_eq!(conn.input().len(), body);
+        assert!(conn.input().iter().all(|&b| b == b'z'));
+    }
+}

@@ -192,12 +192,9 @@ fn main() {
             append_pair(&a, batch, &body);
         }
     }
-    if a.only == "async" {
-        let _ = std::fs::remove_dir_all(&base);
-        return;
+    if a.only != "async" {
+        sync_rate(&a, &base.join("sync"), &body);
     }
-
-    sync_rate(&a, &base.join("sync"), &body);
     let _ = std::fs::remove_dir_all(&base);
 }
 
