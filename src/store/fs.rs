@@ -11,8 +11,15 @@ use std::path::Path;
 /// Reserves real blocks for `[0, len)` of `file` (posix_fallocate); on a full disk this fails
 /// with ENOSPC and nothing is written.
 pub fn allocate(file: &File, len: u64) -> io::Result<()> {
+    allocate_range(file, 0, len)
+}
+
+/// Reserves real blocks for `[offset, offset + len)` of `file`, as [`allocate`] does.
+pub fn allocate_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
     // SAFETY: plain syscall on a valid, owned descriptor.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    let rc = unsafe {
+        libc::posix_fallocate(file.as_raw_fd(), offset as libc::off_t, len as libc::off_t)
+    };
     if rc == 0 {
         Ok(())
     } else {

