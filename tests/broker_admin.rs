@@ -24,6 +24,7 @@ const COUNTERS: &[&str] = &[
     "get_hits",
     "get_misses",
     "get_moved",
+    "get_cold",
     "put_errors",
     "bad_requests",
     "bytes_read",
@@ -104,7 +105,12 @@ fn stats_reset_zeroes_every_counter_and_leaves_the_gauges() {
     refused.expect_eof();
 
     let before = conn.stats(None);
-    for name in COUNTERS.iter().filter(|n| **n != "corrupt_records") {
+    // These two need a damaged or an evicted log; their own tests check that they count
+    // (store_recovery, broker_cold_reads) and that a reset zeroes them.
+    for name in COUNTERS
+        .iter()
+        .filter(|n| !["corrupt_records", "get_cold"].contains(n))
+    {
         assert!(
             number(&before, name) > 0,
             "{name} must count before the reset: {before:?}"

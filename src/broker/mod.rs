@@ -262,6 +262,20 @@ impl Broker {
         outcome
     }
 
+    /// Whether `g`'s read would wait for the disk (see `store::residency`): then the byte
+    /// budget to fetch with, and the get is counted as cold.
+    pub fn get_is_cold(&mut self, g: &Get<'_>) -> Option<usize> {
+        let max = (g.max_bytes as usize).min(self.cfg.get_bytes_max);
+        let filter = g.tags.as_ref().map(|tags| TagFilter::new(tags));
+        let cold = self
+            .store
+            .read_is_cold(g.topic, g.partition, g.offset, max, filter.as_ref());
+        if cold {
+            self.counters.get_cold += 1;
+        }
+        cold.then_some(max)
+    }
+
     /// The reply to a get with nothing to send: 301 past skipped records, else 404.
     pub fn answer_empty(&mut self, g: &Get<'_>, next: u64, skipped: bool, out: &mut Vec<u8>) {
         if skipped {

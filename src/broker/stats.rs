@@ -21,6 +21,8 @@ pub struct Counters {
     pub get_hits: u64,
     pub get_misses: u64,
     pub get_moved: u64,
+    /// Gets whose records had to be read in from the disk first (off the event loop).
+    pub get_cold: u64,
     pub put_errors: u64,
     pub bad_requests: u64,
     pub bytes_read: u64,
@@ -176,6 +178,7 @@ impl Broker {
         w.stat("get_hits", c.get_hits);
         w.stat("get_misses", c.get_misses);
         w.stat("get_moved", c.get_moved);
+        w.stat("get_cold", c.get_cold);
         w.stat("put_errors", c.put_errors);
         w.stat("bad_requests", c.bad_requests);
         w.stat("bytes_read", c.bytes_read);

@@ -55,6 +55,11 @@ pub struct Conn {
     pub input_left: bool,
     /// Registered for writable events.
     pub writable_interest: bool,
+    /// The ticket of the fetch (see `fetch.rs`) the get at the head of the input waits for;
+    /// no input is processed meanwhile.
+    pub fetching: Option<u64>,
+    /// The get at the head of the input was fetched: run it without asking again.
+    pub fetched: bool,
 }
 
 /// What a fill of the input buffer ended with.
@@ -87,6 +92,8 @@ impl Conn {
             shutdown: false,
             input_left: false,
             writable_interest: false,
+            fetching: None,
+            fetched: false,
         }
     }
 

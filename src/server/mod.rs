@@ -10,11 +10,18 @@
 //! complete request already received but not handled with 503 `shutting down` (output limit
 //! permitting, in order); close each connection once its output is sent.
 //!
+//! Fairness: a connection's turn is bounded ([`TURN_ROUNDS_MAX`], [`TURN_BYTES_MAX`]); one
+//! with work left is driven again after the next poll, so a client that pipelines as fast as
+//! it reads cannot hold the loop. Cold reads: a get whose pages are not in memory is handed to
+//! the fetch thread (`fetch.rs`) and its connection waits, in order; the loop never waits for
+//! the disk on a read.
+//!
 //! Sync flush mode: a put's reply is held (see [`conn::Conn::hold_until`]) until the store's
 //! flush thread reports its group commit through a [`mio::Waker`]; the loop never blocks on
 //! the disk.
 
 mod conn;
+mod fetch;
 mod park;
 mod signal;
 
@@ -22,6 +29,7 @@ use crate::broker::{Broker, Outcome};
 use crate::protocol::{self, Code, Request, StatsWriter};
 use crate::store::FlushMode;
 use conn::{Conn, Fill, InState};
+use fetch::FetchQueue;
 use mio::net::TcpListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -51,6 +59,8 @@ enum Step {
     Handled(Outcome, usize, usize, Option<String>),
     /// A put whose body has not all arrived: bytes needed, its opaque.
     WaitBody(usize, Option<i32>),
+    /// A get whose read would wait for the disk: handed to the fetch thread (its ticket).
+    Fetch(u64),
 }
 
 pub struct Server {
@@ -70,8 +80,21 @@ pub struct Server {
     /// Connections given replies outside their own events (woken long polls): driven at the
     /// end of the loop iteration.
     to_drive: Vec<usize>,
+    /// Connections whose turn ended with work left (see [`TURN_ROUNDS_MAX`]): driven again
+    /// after the next poll, which does not wait while any are here.
+    unfinished: Vec<usize>,
+    /// Reads that would wait for the disk go here (see `fetch.rs`).
+    fetch: FetchQueue,
     stopping: bool,
 }
+
+/// A connection's turn: the rounds of read-process-write, and the bytes moved, after which
+/// [`Server::drive`] leaves it for the other connections and comes back after the next poll.
+/// Without a bound a client that pipelines as fast as replies come back (a consumer draining
+/// a backlog) keeps one `drive` going for as long as it reads, and every other connection,
+/// producers included, waits that long.
+const TURN_ROUNDS_MAX: usize = 4;
+const TURN_BYTES_MAX: usize = 256 << 10;
 
 /// Most puts handled in one store batch (see `Server::put_run`).
 const PUT_RUN_MAX: usize = 64;
@@ -97,6 +120,7 @@ impl Server {
             Interest::READABLE,
         )?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let fetch = FetchQueue::start(broker.store().fetcher(), waker.clone())?;
         broker.store().on_durable(Box::new(move |_| {
             let _ = waker.wake();
         }));
@@ -124,6 +148,8 @@ impl Server {
             parking: Parking::new(sync),
             last_durable: 0,
             to_drive: Vec::new(),
+            unfinished: Vec::new(),
+            fetch,
             stopping: false,
         };
         Ok((server, bound))
@@ -135,9 +161,13 @@ impl Server {
         let mut last_tick = Instant::now();
         let mut stop_deadline = None;
         loop {
-            let timeout = self.parking.next_deadline().map_or(TICK, |d| {
-                d.saturating_duration_since(Instant::now()).min(TICK)
-            });
+            let timeout = if self.unfinished.is_empty() {
+                self.parking.next_deadline().map_or(TICK, |d| {
+                    d.saturating_duration_since(Instant::now()).min(TICK)
+                })
+            } else {
+                Duration::ZERO
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
@@ -146,7 +176,10 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
-                    WAKER => self.release_held(),
+                    WAKER => {
+                        self.release_held();
+                        self.resume_fetched();
+                    }
                     SIGNALS => self.begin_stop(),
                     Token(t) => {
                         let id = t - FIRST_CONN;
@@ -158,6 +191,9 @@ impl Server {
                         }
                     }
                 }
+            }
+            for id in std::mem::take(&mut self.unfinished) {
+                self.drive(id);
             }
             if self.flush_wanted {
                 self.flush_wanted = false;
@@ -282,10 +318,12 @@ impl Server {
     /// Reads, processes and writes until nothing moves: the socket has no more input for now,
     /// the output is full (backpressure) or blocked, or the connection closed. Every event of
     /// a connection ends here, so input buffered while its output was full is processed as
-    /// soon as the output drains, whichever event drained it.
+    /// soon as the output drains, whichever event drained it. A turn is bounded (see
+    /// [`TURN_ROUNDS_MAX`]): a connection with work left at its end is noted in `unfinished`.
     fn drive(&mut self, id: usize) {
         let cap = self.input_cap();
         let output_max = self.broker.config().output_bytes_max;
+        let (mut rounds, mut turn_bytes) = (0, 0);
         loop {
             let Some(conn) = self.conns.get_mut(id) else {
                 return;
@@ -312,7 +350,7 @@ impl Server {
                 }
             }
             let before = self.conns[id].input().len();
-            self.process(id);
+            let turn_over = self.process(id);
             let Some(conn) = self.conns.get_mut(id) else {
                 return;
             };
@@ -325,26 +363,41 @@ impl Server {
             if moved == 0 {
                 return;
             }
+            rounds += 1;
+            turn_bytes += moved;
+            if turn_over || rounds >= TURN_ROUNDS_MAX || turn_bytes >= TURN_BYTES_MAX {
+                self.unfinished.push(id); // a duplicate only drives it twice
+                return;
+            }
         }
     }
 
     /// Frames and handles every complete request in the connection's input.
-    fn process(&mut self, id: usize) {
+    fn process(&mut self, id: usize) -> bool {
         let limits = self.broker.config().limits;
         let output_max = self.broker.config().output_bytes_max;
         let parked_max = self.broker.config().parked_per_connection_max;
         let sync = self.broker.config().flush == crate::store::FlushMode::Sync;
+        let out_start = self.conns.get(id).map_or(0, |c| c.out.len());
+        let mut turn_over = false;
         loop {
             let Some(conn) = self.conns.get_mut(id) else {
-                return;
+                return false;
             };
             if conn.unsent() >= output_max {
                 conn.input_left = true;
                 break;
             }
+            if conn.out.len().saturating_sub(out_start) >= TURN_BYTES_MAX {
+                turn_over = true; // a turn's worth of replies (large gets): others go first
+                break;
+            }
             conn.input_left = false;
             if conn.closing && !conn.shutdown {
                 break;
+            }
+            if conn.fetching.is_some() && !conn.shutdown {
+                break; // the get at the head waits for its fetch
             }
             let avail = conn.input().len();
             match conn.state {
@@ -381,7 +434,7 @@ impl Server {
                 continue;
             }
             let Some(conn) = self.conns.get_mut(id) else {
-                return;
+                return false;
             };
             let Some((line_len, line_bytes)) = protocol::find_line(conn.input()) else {
                 if avail >= limits.line_bytes_max {
@@ -404,6 +457,7 @@ impl Server {
                 continue;
             }
             let shutdown = conn.shutdown;
+            let fetched = std::mem::take(&mut conn.fetched);
             let (input, out) = conn.split();
             let reply_start = out.len();
             let step = match protocol::parse_line(&input[..line_len], &limits) {
@@ -437,45 +491,54 @@ impl Server {
                         Step::Handled(outcome, body_bytes, skip, None)
                     } else {
                         let body = &input[line_bytes..line_bytes + body_bytes];
-                        let durable = self.broker.store().durable_pos();
-                        if matches!(req, Request::Stats { .. }) {
-                            self.broker.parked_gets = self.parking.total();
-                            self.broker.parked_wakeups = self.parking.wakeups();
-                        }
-                        let outcome = self.broker.handle(&req, body, out);
-                        let mut woken_group = None;
-                        let outcome = match (&req, outcome) {
-                            (
-                                Request::Put(p),
-                                Outcome::Stored {
-                                    partition,
-                                    end_pos,
-                                    tag_hash,
-                                },
-                            ) => {
-                                self.parking
-                                    .note_stored(p.topic, partition, end_pos, tag_hash);
-                                outcome
-                            }
-                            (Request::Get(g), Outcome::Park(park)) => {
-                                if self.parking.count(id) >= parked_max {
-                                    self.broker.answer_empty(g, park.offset, park.skipped, out);
-                                } else {
-                                    let deadline = Instant::now() + park.wait;
-                                    self.parking.park(
-                                        Parked::new(g, id, park.offset, park.skipped, deadline),
-                                        durable,
-                                    );
-                                }
-                                Outcome::Done
-                            }
-                            (req, Outcome::Rebalanced) => {
-                                woken_group = request_group(req).map(str::to_owned);
-                                Outcome::Done
-                            }
-                            _ => outcome,
+                        let cold = match &req {
+                            Request::Get(g) if !fetched => self.broker.get_is_cold(g),
+                            _ => None,
                         };
-                        Step::Handled(outcome, body_bytes, skip, woken_group)
+                        if let (Some(max_bytes), Request::Get(g)) = (cold, &req) {
+                            let ticket = self.fetch.submit(id, g, max_bytes);
+                            Step::Fetch(ticket)
+                        } else {
+                            let durable = self.broker.store().durable_pos();
+                            if matches!(req, Request::Stats { .. }) {
+                                self.broker.parked_gets = self.parking.total();
+                                self.broker.parked_wakeups = self.parking.wakeups();
+                            }
+                            let outcome = self.broker.handle(&req, body, out);
+                            let mut woken_group = None;
+                            let outcome = match (&req, outcome) {
+                                (
+                                    Request::Put(p),
+                                    Outcome::Stored {
+                                        partition,
+                                        end_pos,
+                                        tag_hash,
+                                    },
+                                ) => {
+                                    self.parking
+                                        .note_stored(p.topic, partition, end_pos, tag_hash);
+                                    outcome
+                                }
+                                (Request::Get(g), Outcome::Park(park)) => {
+                                    if self.parking.count(id) >= parked_max {
+                                        self.broker.answer_empty(g, park.offset, park.skipped, out);
+                                    } else {
+                                        let deadline = Instant::now() + park.wait;
+                                        self.parking.park(
+                                            Parked::new(g, id, park.offset, park.skipped, deadline),
+                                            durable,
+                                        );
+                                    }
+                                    Outcome::Done
+                                }
+                                (req, Outcome::Rebalanced) => {
+                                    woken_group = request_group(req).map(str::to_owned);
+                                    Outcome::Done
+                                }
+                                _ => outcome,
+                            };
+                            Step::Handled(outcome, body_bytes, skip, woken_group)
+                        }
                     }
                 }
             };
@@ -486,6 +549,10 @@ impl Server {
                 Step::WaitBody(need, opaque) => {
                     conn.need = need;
                     conn.need_opaque = opaque;
+                    break;
+                }
+                Step::Fetch(ticket) => {
+                    conn.fetching = Some(ticket);
                     break;
                 }
             };
@@ -517,6 +584,7 @@ impl Server {
             }
         }
         self.sync_parking_stats();
+        turn_over
     }
 
     /// Handles the run of complete puts at the start of the connection's input: one store
@@ -740,6 +808,21 @@ impl Server {
         }
     }
 
+    /// The fetch thread finished reads: run each waiting get (from memory now).
+    fn resume_fetched(&mut self) {
+        for (id, ticket) in self.fetch.take_done() {
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue; // closed meanwhile (a later connection may have its slot)
+            };
+            if conn.fetching != Some(ticket) {
+                continue;
+            }
+            conn.fetching = None;
+            conn.fetched = true;
+            self.drive(id);
+        }
+    }
+
     fn expire_partial_commands(&mut self, now: Instant) {
         let timeout = Duration::from_millis(self.broker.config().half_command_timeout_ms);
         let output_max = self.broker.config().output_bytes_max;
@@ -747,7 +830,7 @@ impl Server {
         let expired: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| !c.closing && c.unsent() < output_max)
+            .filter(|(_, c)| !c.closing && c.unsent() < output_max && c.fetching.is_none())
             .filter(|(_, c)| {
                 c.partial_since
                     .is_some_and(|t| now.duration_since(t) >= timeout)

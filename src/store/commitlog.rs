@@ -7,7 +7,7 @@
 //! only touch bytes below a position they loaded with Acquire ordering (directly or through an
 //! index entry published after the record). No byte is ever read and written at the same time.
 
-use super::fs;
+use super::{fs, pages};
 use memmap2::{MmapOptions, MmapRaw};
 use std::fs::OpenOptions;
 use std::io;
@@ -125,6 +125,21 @@ impl Segment {
         {
             log::debug!("prefault {}: {e}", self.path.display());
         }
+    }
+
+    /// Whether `[pos, pos + n)` (absolute, clamped to this segment) is all in the page cache.
+    pub fn resident(&self, pos: u64, n: u64) -> bool {
+        pages::resident(&self.map, (pos - self.base) as usize, n as usize)
+    }
+
+    /// Starts reading `[pos, pos + n)` in (see [`pages::will_need`]).
+    pub fn will_need(&self, pos: u64, n: u64) {
+        pages::will_need(&self.map, (pos - self.base) as usize, n as usize)
+    }
+
+    /// Waits until `[pos, pos + n)` is in (see [`pages::touch`]).
+    pub fn touch(&self, pos: u64, n: u64) {
+        pages::touch(&self.map, (pos - self.base) as usize, n as usize)
     }
 
     /// msync of `[from, to)` (absolute positions, clamped to this segment): durable on return.

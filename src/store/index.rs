@@ -17,7 +17,7 @@
 //! open files do not grow with partitions. File blocks are allocated in chunks ahead of the
 //! writer, so a full disk fails an allocation, never a mapped write.
 
-use super::fs;
+use super::{fs, pages};
 use memmap2::{MmapOptions, MmapRaw};
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
@@ -385,6 +385,35 @@ impl PartIndex {
                 "index entry out of range",
             )),
         }
+    }
+
+    /// Whether entries `[n, n + count)` are in the page cache (reading them will not wait for
+    /// the disk), as far as `n`'s segment reaches; returns the answer and the entry the check
+    /// covered up to. Entries out of range have nothing to wait for.
+    pub fn entries_resident(&self, n: u64, count: u64) -> (bool, u64) {
+        let Some(seg) = self.seg_for(n) else {
+            return (true, n + count);
+        };
+        let to = (n + count).min(seg.end());
+        let at = ((n - seg.base) * ENTRY_BYTES) as usize;
+        let len = ((to - n) * ENTRY_BYTES) as usize;
+        let resident = seg.mapping().map_or(true, |m| pages::resident(&m, at, len));
+        (resident, to)
+    }
+
+    /// Reads entries `[n, n + count)` (clamped to `n`'s segment) into the page cache, waiting
+    /// for them: readahead for the whole range (the maps are advised random), then a touch.
+    pub fn fetch_entries(&self, n: u64, count: u64) {
+        let Some(seg) = self.seg_for(n) else {
+            return;
+        };
+        let Ok(map) = seg.mapping() else {
+            return;
+        };
+        let at = ((n - seg.base) * ENTRY_BYTES) as usize;
+        let len = (count.min(seg.end() - n) * ENTRY_BYTES) as usize;
+        pages::will_need(&map, at, len);
+        pages::touch(&map, at, len);
     }
 
     /// Makes room for entry `n` (== `next`): a new segment when the last is full, file blocks

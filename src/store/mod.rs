@@ -103,14 +103,17 @@ mod flush;
 mod fs;
 pub mod index;
 pub mod inspect;
+mod pages;
 mod part_cache;
 pub mod record;
 mod recovery;
+mod residency;
 mod retention;
 mod topics;
 
 pub use error::StoreError;
 pub use record::{Message, RecordView};
+pub use residency::Fetcher;
 
 use commitlog::CommitLog;
 use index::tag_hash;
@@ -289,6 +292,8 @@ pub(crate) struct Shared {
     disk_full: AtomicBool,
     disk_free: AtomicU64,
     dir_file: std::fs::File,
+    /// The write position when the store opened: below it the page cache may have nothing.
+    opened_pos: AtomicU64,
 }
 
 /// The store. Cheap to share (`Arc` inside); one thread appends at a time, any number read.
@@ -352,6 +357,7 @@ impl Store {
             disk_full: AtomicBool::new(free < cfg.disk_free_reserve_bytes),
             disk_free: AtomicU64::new(free),
             dir_file,
+            opened_pos: AtomicU64::new(0),
             cfg,
         });
         let report = recovery::recover(&shared, checkpoint)?;
@@ -363,6 +369,7 @@ impl Store {
         let mut threads = vec![shared.log.start_allocator()];
         {
             let mut w = shared.writer.lock().expect("writer lock");
+            shared.opened_pos.store(w.pos, Ordering::Relaxed);
             shared.log.request_warm(w.seg.clone(), w.pos);
             w.warm_end = w.pos + commitlog::PREFAULT_AHEAD_BYTES;
             shared.log.request_spare(w.seg.end());

@@ -67,7 +67,10 @@ drain:    --count BACKLOG (1M) --partitions (8) --consumers (2) --fill-connectio
 latency:  --rate (10000/s total) --seconds (10) --consumers (2) --partitions (4)
           --connections (1) --depth (100) --warmup-seconds (1) --filter 'a||b'
 mixed:    as latency, without pacing
-accumulate: --count (10M) --connections (2) --depth (100) --partitions (16)
+accumulate: --count (10M) --connections (2) --depth (100) --partitions (16); then (imago)
+          restart the broker with its page cache dropped and pace --cold-connections (1)
+          producers at --cold-rate (10000/s) for --cold-seconds (10; 0 skips), alone, then
+          while --consumers (1) read the cold backlog as a group: p99 put latency ratio
 memory:   --partitions (10000) --connections (1000) --depth (8) --count (10M)
           --consumers (1000) --consume-seconds (10)
 compare:  --seconds (5 per produce run) --drain-count (10M, imago target run)
@@ -321,8 +324,16 @@ fn run(cmd: &str, a: &Args) -> Result<(), String> {
                     ..d.clone()
                 },
             )?;
+            let cold_s = a.num("cold-seconds", 10.0)?;
+            let cold = runs::ColdRead {
+                seconds: cold_s,
+                rate: a.num("cold-rate", 10_000.0)?,
+                connections: a.num("cold-connections", 1)?,
+                consumers: consumers(a, 1)?,
+            };
             a.finish()?;
-            out.emit(&runs::accumulate(&o, &l)?);
+            let cold = (cold_s > 0.0).then_some(&cold);
+            out.emit(&runs::accumulate(&o, &l, cold)?);
         }
         "memory" => {
             let l = load(

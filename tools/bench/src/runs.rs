@@ -738,14 +738,26 @@ pub fn latency(o: &Opts, a: &Latency) -> Result<Obj, String> {
 
 // ---------------------------------------------------------------------------------------------
 
-pub fn accumulate(o: &Opts, l: &Load) -> Result<Obj, String> {
+/// The second half of an accumulation run: restart the broker with its page cache dropped,
+/// then producers at a fixed rate, alone and then while a consumer reads the cold backlog.
+#[derive(Clone, Debug)]
+pub struct ColdRead {
+    /// Length of each of the two phases, seconds.
+    pub seconds: f64,
+    /// Total put rate of the paced producers, messages/s, and their connections.
+    pub rate: f64,
+    pub connections: u32,
+    pub consumers: Consumers,
+}
+
+pub fn accumulate(o: &Opts, l: &Load, cold: Option<&ColdRead>) -> Result<Obj, String> {
     let label = format!(
         "accumulate {} count={}",
         l.describe(o),
         thousands(l.count.unwrap_or(0))
     );
     eprintln!("== {label}");
-    let srv = start_server(o, l.target, l.partitions, l.size)?;
+    let mut srv = start_server(o, l.target, l.partitions, l.size)?;
     let mut cpu = Cpu::start(o, &srv);
     let mut mon = Monitor::new(&label);
     let r = produce_phase(o, &srv, l, None, false, &label, &mut mon)?;
@@ -790,6 +802,98 @@ pub fn accumulate(o: &Opts, l: &Load) -> Result<Obj, String> {
         rate_str(j.num("min_1s_msgs_per_s").unwrap_or(0.0)),
         j.num("disk_bytes").unwrap_or(0.0) / 1e9,
         lat_str(&r.ack_latency)
+    );
+    if let Some(c) = cold {
+        if l.target != Target::Imago {
+            return Err("accumulate --cold-seconds: imago only (it restarts the broker)".into());
+        }
+        j.o("cold_read", cold_read(o, l, c, &mut srv, r.acked)?);
+    }
+    Ok(j)
+}
+
+/// Restarts the broker with the backlog out of the page cache, then measures the paced
+/// producers' put latency alone and while one group reads the backlog from the start.
+fn cold_read(
+    o: &Opts,
+    l: &Load,
+    c: &ColdRead,
+    srv: &mut Server,
+    backlog: u64,
+) -> Result<Obj, String> {
+    let cached0 = sys::page_cache_kib();
+    let start = StartOpts {
+        partitions: l.partitions,
+        max_body: l.size + 64,
+    };
+    let mut files = 0;
+    srv.restart_imago(&o.servers, &start, |dir| {
+        files = sys::evict_page_cache(dir);
+    })?;
+    let cached1 = sys::page_cache_kib();
+    eprintln!(
+        "  restarted with the backlog evicted: {files} files advised, page cache {:.2} -> {:.2} GB",
+        cached0 as f64 / 1048576.0,
+        cached1 as f64 / 1048576.0
+    );
+    let paced = Load {
+        count: None,
+        seconds: Some(c.seconds),
+        connections: c.connections,
+        ..l.clone()
+    };
+    // Unmeasured: the first puts after a restart fault the evicted index and log tails in.
+    let warm = Load {
+        seconds: Some(2.0),
+        ..paced.clone()
+    };
+    let mut mon = Monitor::new("cold-read: warm-up");
+    produce_phase(o, srv, &warm, Some(c.rate), false, "warm-up", &mut mon)?;
+    let label = format!("cold-read: producers alone at {}msg/s", rate_str(c.rate));
+    let mut mon = Monitor::new(&label);
+    let alone = produce_phase(o, srv, &paced, Some(c.rate), false, &label, &mut mon)?;
+    let no_wait = Opts {
+        quiet_wait_s: 0.0,
+        ..o.clone()
+    };
+    let mut cpu = Cpu::start(&no_wait, srv);
+    let conns = make_consumers(srv, Target::Imago, l.partitions, &c.consumers, "earliest")?;
+    let cset = ConsumerSet::start(conns, backlog, None)?;
+    let label = "cold-read: producers while a group reads the backlog";
+    let mut mon = Monitor::new(label);
+    let reading = produce_phase(o, srv, &paced, Some(c.rate), false, label, &mut mon)?;
+    let read_done = cset.done();
+    if let Some(f) = cset.failure() {
+        return Err(f);
+    }
+    let cr = cset.finish()?;
+    let p99 = |h: &hdrhistogram::Histogram<u64>| h.value_at_quantile(0.99) as f64 / 1000.0;
+    let ratio = p99(&reading.ack_latency) / p99(&alone.ack_latency).max(1e-9);
+    let mut j = Obj::new();
+    j.i("evicted_files", files as i64)
+        .i("page_cache_kib_before", cached0 as i64)
+        .i("page_cache_kib_after", cached1 as i64)
+        .f("rate_target", c.rate)
+        .i("connections", c.connections as i64)
+        .f("seconds", c.seconds)
+        .o("ack_latency_alone_us", lat_obj(&alone.ack_latency))
+        .o("ack_latency_reading_us", lat_obj(&reading.ack_latency))
+        .f("p99_ratio_reading_over_alone", round3(ratio))
+        .i("consumers", c.consumers.connections as i64)
+        .i("delivered", cr.delivered as i64)
+        .f(
+            "delivered_per_s",
+            (cr.delivered as f64 / cr.seconds.max(1e-9)).round(),
+        )
+        .b("backlog_read_before_phase_end", read_done)
+        .i("errors", (alone.errors + reading.errors) as i64);
+    cpu.fill(srv, &mut j, reading.acked);
+    eprintln!(
+        "  put ack alone {}; while reading the cold backlog {} (p99 x{ratio:.2}); read {} msgs ({}msg/s)",
+        lat_str(&alone.ack_latency),
+        lat_str(&reading.ack_latency),
+        thousands(cr.delivered),
+        rate_str(cr.delivered as f64 / cr.seconds.max(1e-9)),
     );
     Ok(j)
 }

@@ -133,7 +133,37 @@ impl Server {
             });
         }
         let dir = fresh_dir(&o.data_root, "imago")?;
-        let log = std::fs::File::create(dir.join("broker.log")).map_err(|e| e.to_string())?;
+        Server::spawn_imago(o, s, dir)
+    }
+
+    /// Stops this broker (a clean shutdown), runs `between` on its data directory, and starts
+    /// it again on the same data: what a restart after an accumulation looks like.
+    pub fn restart_imago(
+        &mut self,
+        o: &ServerOpts,
+        s: &StartOpts,
+        between: impl FnOnce(&Path),
+    ) -> Result<(), String> {
+        if self.target != Target::Imago || self.child.is_none() {
+            return Err("only a broker this tool started can be restarted".into());
+        }
+        self.stop_child();
+        between(&self.dir);
+        let keep = self.keep;
+        self.keep = true; // the old handle must not delete the directory the new one uses
+        let next = Server::spawn_imago(o, s, self.dir.clone())?;
+        *self = next;
+        self.keep = keep;
+        Ok(())
+    }
+
+    /// Starts imago on `dir` (its log there, its data in `dir/data`).
+    fn spawn_imago(o: &ServerOpts, s: &StartOpts, dir: PathBuf) -> Result<Server, String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("broker.log"))
+            .map_err(|e| e.to_string())?;
         let data = dir.join("data");
         let mut cmd = Command::new(&o.imago_bin);
         cmd.arg("--listen")
@@ -328,6 +358,14 @@ impl Server {
     }
 
     pub fn stop(&mut self) {
+        self.stop_child();
+        if !self.keep && !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// SIGTERM (a clean shutdown), then SIGKILL after 20 s.
+    fn stop_child(&mut self) {
         if let Some(mut child) = self.child.take() {
             sys::signal(child.id(), sys::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -342,9 +380,6 @@ impl Server {
                     }
                 }
             }
-        }
-        if !self.keep && !self.dir.as_os_str().is_empty() {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
