@@ -43,6 +43,7 @@ impl FetchQueue {
         let thread = std::thread::Builder::new()
             .name("imago-fetch".into())
             .spawn(move || {
+                lower_priority();
                 for job in rx {
                     fetcher.fetch(
                         &job.topic,
@@ -98,6 +99,22 @@ impl FetchQueue {
     /// The fetches finished since the last call.
     pub fn take_done(&self) -> Vec<(usize, u64)> {
         std::mem::take(&mut *self.done.lock().expect("fetch results lock"))
+    }
+}
+
+/// Nice value of the fetch thread: its CPU (page-cache fills, readahead) yields to the event
+/// loop's, so a consumer reading a cold backlog slows itself before it slows the producers.
+const FETCH_NICE: i32 = 10;
+
+fn lower_priority() {
+    // SAFETY: plain syscalls; gettid names this thread, and a thread may lower its own
+    // priority without privilege. Failure leaves the default priority (logged).
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, FETCH_NICE)
+    };
+    if rc != 0 {
+        log::debug!("fetch thread nice: {}", std::io::Error::last_os_error());
     }
 }
 

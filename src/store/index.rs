@@ -272,6 +272,34 @@ impl IndexSeg {
     }
 }
 
+/// Reads entries of one partition, mapping each index segment once instead of paying a lock
+/// and a reference count per entry as [`PartIndex::entry`] does (a 1 MiB get reads about
+/// 5,000 entries). The held map stays valid if the budget unmaps the segment meanwhile.
+pub struct EntryCursor<'a> {
+    idx: &'a PartIndex,
+    /// The segment's first entry, its end, and its map.
+    cur: Option<(u64, u64, Arc<MmapRaw>)>,
+}
+
+impl EntryCursor<'_> {
+    /// Entry `n`, which must be below the partition's `next`.
+    pub fn get(&mut self, n: u64) -> io::Result<Entry> {
+        let hit = self.cur.as_ref().is_some_and(|c| c.0 <= n && n < c.1);
+        if !hit {
+            let seg = self.idx.seg_for(n).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, "index entry out of range")
+            })?;
+            self.cur = Some((seg.base, seg.end(), seg.mapping()?));
+        }
+        let (base, _, map) = self.cur.as_ref().expect("set above");
+        let at = ((n - base) * ENTRY_BYTES) as usize;
+        // SAFETY: as in `IndexSeg::read`: `n` lies in this segment, so `at + 24` is within its
+        // mapping, and published entries are not written again while readers may see them.
+        let b = unsafe { std::slice::from_raw_parts(map.as_ptr().add(at), ENTRY_BYTES as usize) };
+        Ok(Entry::decode(b))
+    }
+}
+
 /// The index of one partition. The fields an append touches (`next` and the writer's tail)
 /// share the first cache line: with thousands of partitions written round-robin, each append
 /// costs one miss here plus the entry's own store.
@@ -374,6 +402,14 @@ impl PartIndex {
         let segs = self.segs.read().expect("segs lock");
         let i = segs.partition_point(|s| s.end() <= n);
         segs.get(i).filter(|s| s.base <= n).cloned()
+    }
+
+    /// A reader of entries in sequence (see [`EntryCursor`]).
+    pub fn cursor(&self) -> EntryCursor<'_> {
+        EntryCursor {
+            idx: self,
+            cur: None,
+        }
     }
 
     /// Entry `n`, which must be below `next`.

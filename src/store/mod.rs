@@ -532,9 +532,10 @@ impl Store {
         };
         let mut seg: Option<Arc<commitlog::Segment>> = None;
         let limit = max.min(offset + SCAN_ENTRIES_MAX);
+        let mut entries = idx.cursor();
         while got.next_offset < limit {
             let n = got.next_offset;
-            let e = idx.entry(n)?;
+            let e = entries.get(n)?;
             if e.is_hole() {
                 if got.records > 0 {
                     break;

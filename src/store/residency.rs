@@ -164,6 +164,7 @@ fn walk(
     let tail = next.saturating_sub(ENTRIES_PER_PAGE);
     let (mut n, mut bytes, mut records) = (offset, 0usize, 0u64);
     let mut checked_to = if stop_at_cold_index { offset } else { limit };
+    let mut entries = idx.cursor();
     while n < limit {
         if n >= checked_to && n < tail {
             let (resident, to) = idx.entries_resident(n, INDEX_CHECK_ENTRIES.min(tail - n));
@@ -172,7 +173,7 @@ fn walk(
             }
             checked_to = to;
         }
-        let Ok(e) = idx.entry(n) else { break };
+        let Ok(e) = entries.get(n) else { break };
         if e.is_hole() {
             break;
         }
