@@ -296,6 +296,19 @@ pub(crate) struct Shared {
     opened_pos: AtomicU64,
 }
 
+impl Shared {
+    /// The index of `topic`/`partition`, loading it on first use.
+    fn index_of(&self, topic: &str, partition: u32) -> Result<Arc<index::PartIndex>, StoreError> {
+        let t = self.topics.get(topic).ok_or(StoreError::UnknownTopic)?;
+        let p = t
+            .partition(partition)
+            .ok_or(StoreError::PartitionOutOfRange {
+                partitions: t.partition_count(),
+            })?;
+        Ok(self.topics.index(&p)?)
+    }
+}
+
 /// The store. Cheap to share (`Arc` inside); one thread appends at a time, any number read.
 pub struct Store {
     shared: Arc<Shared>,
@@ -488,17 +501,7 @@ impl Store {
     }
 
     fn index_of(&self, topic: &str, partition: u32) -> Result<Arc<index::PartIndex>, StoreError> {
-        let t = self
-            .shared
-            .topics
-            .get(topic)
-            .ok_or(StoreError::UnknownTopic)?;
-        let p = t
-            .partition(partition)
-            .ok_or(StoreError::PartitionOutOfRange {
-                partitions: t.partition_count(),
-            })?;
-        Ok(self.shared.topics.index(&p)?)
+        self.shared.index_of(topic, partition)
     }
 
     /// Appends whole records of a partition, from `offset`, to `out`: the first matching record

@@ -111,7 +111,7 @@ impl Fetcher {
         filter: Option<&TagFilter>,
     ) {
         let sh = &*self.shared;
-        let Some(idx) = index_of(sh, topic, partition) else {
+        let Ok(idx) = sh.index_of(topic, partition) else {
             return;
         };
         let next = idx.next.load(Ordering::Acquire);
@@ -133,12 +133,6 @@ impl Fetcher {
             r.seg.touch(r.start, r.end - r.start);
         }
     }
-}
-
-fn index_of(sh: &Shared, topic: &str, partition: u32) -> Option<Arc<PartIndex>> {
-    let t = sh.topics.get(topic)?;
-    let p = t.partition(partition)?;
-    sh.topics.index(&p).ok()
 }
 
 /// Walks the entries a read from `offset` covers and merges their record ranges. With
