@@ -489,56 +489,56 @@ impl Server {
                             }
                         };
                         Step::Handled(outcome, body_bytes, skip, None)
+                    } else if let Some(ticket) = match &req {
+                        // A get whose read would wait for the disk (not the one just fetched).
+                        Request::Get(g) if !fetched => self
+                            .broker
+                            .get_is_cold(g)
+                            .map(|max_bytes| self.fetch.submit(id, g, max_bytes)),
+                        _ => None,
+                    } {
+                        Step::Fetch(ticket)
                     } else {
                         let body = &input[line_bytes..line_bytes + body_bytes];
-                        let cold = match &req {
-                            Request::Get(g) if !fetched => self.broker.get_is_cold(g),
-                            _ => None,
-                        };
-                        if let (Some(max_bytes), Request::Get(g)) = (cold, &req) {
-                            let ticket = self.fetch.submit(id, g, max_bytes);
-                            Step::Fetch(ticket)
-                        } else {
-                            let durable = self.broker.store().durable_pos();
-                            if matches!(req, Request::Stats { .. }) {
-                                self.broker.parked_gets = self.parking.total();
-                                self.broker.parked_wakeups = self.parking.wakeups();
-                            }
-                            let outcome = self.broker.handle(&req, body, out);
-                            let mut woken_group = None;
-                            let outcome = match (&req, outcome) {
-                                (
-                                    Request::Put(p),
-                                    Outcome::Stored {
-                                        partition,
-                                        end_pos,
-                                        tag_hash,
-                                    },
-                                ) => {
-                                    self.parking
-                                        .note_stored(p.topic, partition, end_pos, tag_hash);
-                                    outcome
-                                }
-                                (Request::Get(g), Outcome::Park(park)) => {
-                                    if self.parking.count(id) >= parked_max {
-                                        self.broker.answer_empty(g, park.offset, park.skipped, out);
-                                    } else {
-                                        let deadline = Instant::now() + park.wait;
-                                        self.parking.park(
-                                            Parked::new(g, id, park.offset, park.skipped, deadline),
-                                            durable,
-                                        );
-                                    }
-                                    Outcome::Done
-                                }
-                                (req, Outcome::Rebalanced) => {
-                                    woken_group = request_group(req).map(str::to_owned);
-                                    Outcome::Done
-                                }
-                                _ => outcome,
-                            };
-                            Step::Handled(outcome, body_bytes, skip, woken_group)
+                        let durable = self.broker.store().durable_pos();
+                        if matches!(req, Request::Stats { .. }) {
+                            self.broker.parked_gets = self.parking.total();
+                            self.broker.parked_wakeups = self.parking.wakeups();
                         }
+                        let outcome = self.broker.handle(&req, body, out);
+                        let mut woken_group = None;
+                        let outcome = match (&req, outcome) {
+                            (
+                                Request::Put(p),
+                                Outcome::Stored {
+                                    partition,
+                                    end_pos,
+                                    tag_hash,
+                                },
+                            ) => {
+                                self.parking
+                                    .note_stored(p.topic, partition, end_pos, tag_hash);
+                                outcome
+                            }
+                            (Request::Get(g), Outcome::Park(park)) => {
+                                if self.parking.count(id) >= parked_max {
+                                    self.broker.answer_empty(g, park.offset, park.skipped, out);
+                                } else {
+                                    let deadline = Instant::now() + park.wait;
+                                    self.parking.park(
+                                        Parked::new(g, id, park.offset, park.skipped, deadline),
+                                        durable,
+                                    );
+                                }
+                                Outcome::Done
+                            }
+                            (req, Outcome::Rebalanced) => {
+                                woken_group = request_group(req).map(str::to_owned);
+                                Outcome::Done
+                            }
+                            _ => outcome,
+                        };
+                        Step::Handled(outcome, body_bytes, skip, woken_group)
                     }
                 }
             };

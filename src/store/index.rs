@@ -427,29 +427,29 @@ impl PartIndex {
     /// the disk), as far as `n`'s segment reaches; returns the answer and the entry the check
     /// covered up to. Entries out of range have nothing to wait for.
     pub fn entries_resident(&self, n: u64, count: u64) -> (bool, u64) {
-        let Some(seg) = self.seg_for(n) else {
-            return (true, n + count);
-        };
-        let to = (n + count).min(seg.end());
-        let at = ((n - seg.base) * ENTRY_BYTES) as usize;
-        let len = ((to - n) * ENTRY_BYTES) as usize;
-        let resident = seg.mapping().map_or(true, |m| pages::resident(&m, at, len));
-        (resident, to)
+        match self.entry_span(n, count) {
+            Some((map, at, len, to)) => (pages::resident(&map, at, len), to),
+            None => (true, n + count),
+        }
     }
 
     /// Reads entries `[n, n + count)` (clamped to `n`'s segment) into the page cache, waiting
     /// for them: readahead for the whole range (the maps are advised random), then a touch.
     pub fn fetch_entries(&self, n: u64, count: u64) {
-        let Some(seg) = self.seg_for(n) else {
-            return;
-        };
-        let Ok(map) = seg.mapping() else {
-            return;
-        };
+        if let Some((map, at, len, _)) = self.entry_span(n, count) {
+            pages::will_need(&map, at, len);
+            pages::touch(&map, at, len);
+        }
+    }
+
+    /// The map holding entries `[n, n + count)` clamped to `n`'s segment, their byte offset
+    /// and length in it, and the entry the clamped range ends at.
+    fn entry_span(&self, n: u64, count: u64) -> Option<(Arc<MmapRaw>, usize, usize, u64)> {
+        let seg = self.seg_for(n)?;
+        let map = seg.mapping().ok()?;
+        let to = (n + count).min(seg.end());
         let at = ((n - seg.base) * ENTRY_BYTES) as usize;
-        let len = (count.min(seg.end() - n) * ENTRY_BYTES) as usize;
-        pages::will_need(&map, at, len);
-        pages::touch(&map, at, len);
+        Some((map, at, ((to - n) * ENTRY_BYTES) as usize, to))
     }
 
     /// Makes room for entry `n` (== `next`): a new segment when the last is full, file blocks

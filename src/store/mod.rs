@@ -296,6 +296,10 @@ pub(crate) struct Shared {
     opened_pos: AtomicU64,
 }
 
+/// Entries a filtered read may skip in one call, so one read stays short (the residency walk
+/// covers the same entries).
+const SCAN_ENTRIES_MAX: u64 = 65_536;
+
 impl Shared {
     /// The index of `topic`/`partition`, loading it on first use.
     fn index_of(&self, topic: &str, partition: u32) -> Result<Arc<index::PartIndex>, StoreError> {
@@ -516,8 +520,6 @@ impl Store {
         filter: Option<&TagFilter>,
         out: &mut Vec<u8>,
     ) -> Result<ReadOutcome, StoreError> {
-        /// Entries a filtered read may skip in one call, so one read stays short.
-        const SCAN_ENTRIES_MAX: u64 = 65_536;
         let idx = self.index_of(topic, partition)?;
         let min = idx.min.load(Ordering::Acquire);
         let max = self.visible_max(&idx, min, idx.next.load(Ordering::Acquire))?;

@@ -18,7 +18,7 @@
 use super::commitlog::Segment;
 use super::index::{PartIndex, ENTRY_BYTES};
 use super::pages::PAGE_BYTES;
-use super::{Shared, Store, TagFilter};
+use super::{record, Shared, Store, TagFilter, SCAN_ENTRIES_MAX};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -32,9 +32,6 @@ pub const RANGES_MAX: usize = 16;
 /// The commitlog this process wrote last, up to this many bytes behind the write position, is
 /// taken to be resident without asking: it was written through the page cache moments ago.
 pub const HOT_TAIL_BYTES: u64 = 256 << 20;
-
-/// Entries a read may scan (the same bound as `read_into`'s).
-const SCAN_ENTRIES_MAX: u64 = 65_536;
 
 /// Index entries per page.
 const ENTRIES_PER_PAGE: u64 = PAGE_BYTES as u64 / ENTRY_BYTES;
@@ -120,7 +117,7 @@ impl Fetcher {
         }
         // The index pages first: the walk reads them, and they are advised random (no
         // readahead), so one at a time they would cost a disk round trip each.
-        let guess = (max_bytes as u64 / 64 + 1).min(SCAN_ENTRIES_MAX);
+        let guess = (max_bytes as u64 / record::HEADER_BYTES as u64 + 1).min(SCAN_ENTRIES_MAX);
         idx.fetch_entries(offset, guess.min(next - offset));
         let Walk::Ranges(ranges) = walk(sh, &idx, offset, max_bytes, filter, usize::MAX, false)
         else {

@@ -65,14 +65,14 @@ impl Load {
 }
 
 fn start_server(o: &Opts, target: Target, partitions: u32, size: usize) -> Result<Server, String> {
-    Server::start(
-        target,
-        &o.servers,
-        &StartOpts {
-            partitions,
-            max_body: size + 64,
-        },
-    )
+    Server::start(target, &o.servers, &start_opts(partitions, size))
+}
+
+fn start_opts(partitions: u32, size: usize) -> StartOpts {
+    StartOpts {
+        partitions,
+        max_body: size + 64,
+    }
 }
 
 pub fn connect_n(srv: &Server, n: u32) -> Result<Vec<TcpStream>, String> {
@@ -822,12 +822,8 @@ fn cold_read(
     backlog: u64,
 ) -> Result<Obj, String> {
     let cached0 = sys::page_cache_kib();
-    let start = StartOpts {
-        partitions: l.partitions,
-        max_body: l.size + 64,
-    };
     let mut files = 0;
-    srv.restart_imago(&o.servers, &start, |dir| {
+    srv.restart_imago(&o.servers, &start_opts(l.partitions, l.size), |dir| {
         files = sys::evict_page_cache(dir);
     })?;
     let cached1 = sys::page_cache_kib();

@@ -119,17 +119,7 @@ pub fn mem(pid: u32) -> Option<Mem> {
 pub fn disk_usage(dir: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    for e in rd.flatten() {
-        let Ok(md) = e.metadata() else { continue };
-        if md.is_dir() {
-            total += disk_usage(&e.path());
-        } else {
-            total += md.blocks() * 512;
-        }
-    }
+    for_each_file(dir, &mut |_, md| total += md.blocks() * 512);
     total
 }
 
@@ -139,23 +129,34 @@ pub fn disk_usage(dir: &std::path::Path) -> u64 {
 pub fn evict_page_cache(dir: &std::path::Path) -> u64 {
     use std::os::fd::AsRawFd;
     let mut files = 0;
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    for e in rd.flatten() {
-        let Ok(md) = e.metadata() else { continue };
-        if md.is_dir() {
-            files += evict_page_cache(&e.path());
-        } else if let Ok(f) = std::fs::File::open(e.path()) {
-            let _ = f.sync_data(); // DONTNEED skips dirty pages
-                                   // SAFETY: an advice call on a descriptor we own; it touches no memory of ours.
+    for_each_file(dir, &mut |path, _| {
+        if let Ok(f) = std::fs::File::open(path) {
+            // DONTNEED skips dirty pages: write them back first.
+            let _ = f.sync_data();
+            // SAFETY: an advice call on a descriptor we own; it touches no memory of ours.
             unsafe {
                 posix_fadvise(f.as_raw_fd(), 0, 0, POSIX_FADV_DONTNEED);
             }
             files += 1;
         }
-    }
+    });
     files
+}
+
+/// Calls `f` with every file (not directory) under `dir`, recursively; unreadable entries are
+/// skipped.
+fn for_each_file(dir: &std::path::Path, f: &mut dyn FnMut(&std::path::Path, &std::fs::Metadata)) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Ok(md) = e.metadata() else { continue };
+        if md.is_dir() {
+            for_each_file(&e.path(), f);
+        } else {
+            f(&e.path(), &md);
+        }
+    }
 }
 
 /// The machine's page cache (`Cached:` of /proc/meminfo), KiB.
