@@ -1,6 +1,7 @@
-//! Reads of a cold backlog and fairness between connections: a get whose records are not in
-//! the page cache is fetched off the event loop and then answered, in request order on its
-//! connection, and counted as `get_cold`; a connection pipelining large gets as fast as it
+//! Reads of a cold backlog and fairness between connections: a get of the backlog (records
+//! this broker process did not write moments ago) is read by the fetch thread, off the event
+//! loop, and answered in request order on its connection, and counted as `get_cold`; a get of
+//! records just put is served by the loop; a connection pipelining large gets as fast as it
 //! reads the replies does not keep the others waiting (bounded turns, protocol.md).
 
 mod common;
@@ -82,10 +83,10 @@ fn a_get_of_evicted_records_is_fetched_then_answered_in_request_order() {
     }
     assert_eq!(c.counter("get_cold"), 1, "the evicted read was fetched");
 
-    // The same read again is served from memory, and the rest of the backlog reads whole.
+    // The same read again (from the page cache now) is still the backlog's.
     let again = c.get_records("cold", 0, 0, GET_BYTES_MAX_DEFAULT);
     assert_eq!(again.len(), records.len());
-    assert_eq!(c.counter("get_cold"), 1, "a warm read is not fetched");
+    assert_eq!(c.counter("get_cold"), 2, "a backlog read, warm or not");
     c.send(b"stats reset\r\n");
     c.expect_bytes(b"RESET\r\n");
     assert_eq!(c.counter("get_cold"), 0, "stats reset zeroes it");
@@ -94,6 +95,17 @@ fn a_get_of_evicted_records_is_fetched_then_answered_in_request_order() {
     for (r, b) in all.iter().zip(&bodies) {
         assert_eq!(&r.body, b, "body of offset {}", r.offset);
     }
+    let cold = c.counter("get_cold");
+    assert!(
+        cold >= 4,
+        "the whole backlog was read by the fetch thread ({cold} gets)"
+    );
+    // A record put now is the hot tail's: the loop reads it.
+    let (_, _, offset) = c.put("cold", 0, b"new", 7);
+    let new = c.get_records("cold", 0, offset, GET_BYTES_MAX_DEFAULT);
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].body, b"new");
+    assert_eq!(c.counter("get_cold"), cold, "a tailing read is not cold");
     broker.terminate();
 }
 
@@ -147,4 +159,62 @@ fn a_connection_pipelining_gets_as_fast_as_it_reads_does_not_starve_a_producer()
         answered < total / 2,
         "the put was answered after {answered} of {total} reply bytes (waited {waited:?})"
     );
+}
+
+#[test]
+fn a_cold_get_with_a_tag_filter_answers_the_same_records_as_the_warm_one() {
+    let mut broker = Broker::start(&[]);
+    let mut c = broker.connect();
+    let payload = vec![b'p'; 1000];
+    for chunk in (0..3000i32).collect::<Vec<_>>().chunks(100) {
+        let mut batch = Vec::new();
+        for &i in chunk {
+            let tag = if i % 3 == 0 { "keep" } else { "drop" };
+            let body = attr_body(tag.as_bytes(), &payload);
+            batch.extend_from_slice(&put_cmd("tagged", 0, 1, &body, i));
+        }
+        c.send(&batch);
+        for &i in chunk {
+            c.read_reply().expect_result(200, i);
+        }
+    }
+    drop(c);
+    broker.terminate();
+    evict(broker.data_dir());
+    broker.restart(&[]);
+
+    let mut c = broker.connect();
+    let get = format!("get tagged {GROUP} 0 0 {GET_BYTES_MAX_DEFAULT} 0 keep 3\r\n");
+    c.send(get.as_bytes());
+    let cold = c.read_reply().expect_value(3);
+    assert_eq!(c.counter("get_cold"), 1, "the evicted read was fetched");
+    assert!(
+        cold.len() > 300,
+        "a 1 MiB tagged get returned {}",
+        cold.len()
+    );
+    for (i, r) in cold.iter().enumerate() {
+        assert_eq!(
+            r.offset,
+            3 * i as u64,
+            "only every third record is tagged keep"
+        );
+        assert_eq!(r.tag, b"keep");
+    }
+    // The same records, put again by this process, are read by the event loop.
+    let mut c2 = broker.connect();
+    for r in &cold {
+        let body = attr_body(&r.tag, &r.body);
+        c2.send(&put_cmd("taggee", 0, 1, &body, 1));
+        c2.read_reply().expect_result(200, 1);
+    }
+    let get = format!("get taggee {GROUP} 0 0 {GET_BYTES_MAX_DEFAULT} 0 keep 4\r\n");
+    c.send(get.as_bytes());
+    let warm = c.read_reply().expect_value(4);
+    assert_eq!(c.counter("get_cold"), 1, "the new topic is the hot tail's");
+    assert_eq!(warm.len(), cold.len());
+    for (w, c) in warm.iter().zip(&cold) {
+        assert_eq!((&w.tag, &w.body), (&c.tag, &c.body));
+    }
+    broker.terminate();
 }

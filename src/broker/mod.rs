@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::groups::offsets::OffsetStore;
 use crate::groups::{self as group_state, Groups};
 use crate::protocol::{self, Code, Get, OffsetReq, ParseError, Request};
-use crate::store::{Store, StoreError, TagFilter};
+use crate::store::{ReadOutcome, Store, StoreError, TagFilter};
 use std::time::{Duration, Instant};
 
 pub use stats::Counters;
@@ -226,20 +226,49 @@ impl Broker {
     pub fn get(&mut self, g: &Get<'_>, out: &mut Vec<u8>) -> Outcome {
         let max = (g.max_bytes as usize).min(self.cfg.get_bytes_max);
         let filter = g.tags.as_ref().map(|tags| TagFilter::new(tags));
-        self.scratch.clear();
+        let mut records = std::mem::take(&mut self.scratch);
+        records.clear();
         let got = self.store.read_into(
             g.topic,
             g.partition,
             g.offset,
             max,
             filter.as_ref(),
-            &mut self.scratch,
+            &mut records,
         );
-        let outcome = match got {
+        let outcome = self.answer_read(g, got, &records, out);
+        if records.capacity() <= 4 * self.cfg.get_bytes_max {
+            self.scratch = records;
+        }
+        outcome
+    }
+
+    /// Answers a get whose read the fetch thread ran (see [`Broker::get_is_cold`]): `got` and
+    /// `records` are what [`Store::read_into`] returned and appended there.
+    pub fn get_fetched(
+        &mut self,
+        g: &Get<'_>,
+        got: Result<ReadOutcome, StoreError>,
+        records: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        self.counters.cmd_get += 1;
+        self.answer_read(g, got, records, out)
+    }
+
+    /// The reply to a get from its read: the records, a park (long poll), 301/404, or the error.
+    fn answer_read(
+        &mut self,
+        g: &Get<'_>,
+        got: Result<ReadOutcome, StoreError>,
+        records: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        match got {
             Ok(r) if r.records > 0 => {
                 self.counters.get_hits += 1;
-                protocol::write_value_header(out, self.scratch.len(), g.opaque);
-                out.extend_from_slice(&self.scratch);
+                protocol::write_value_header(out, records.len(), g.opaque);
+                out.extend_from_slice(records);
                 Outcome::Done
             }
             Ok(r) if g.wait_ms > 0 => Outcome::Park(Park {
@@ -255,25 +284,17 @@ impl Broker {
                 self.read_error(&e, g.topic, g.partition, g.opaque, out);
                 Outcome::Done
             }
-        };
-        if self.scratch.capacity() > 4 * self.cfg.get_bytes_max {
-            self.scratch = Vec::new();
         }
-        outcome
     }
 
-    /// Whether `g`'s read would wait for the disk (see `store::residency`): then the byte
-    /// budget to fetch with, and the get is counted as cold.
+    /// Whether `g` reads the backlog (see `store::residency`), to be read by the fetch thread:
+    /// then its byte budget, and the get is counted as cold.
     pub fn get_is_cold(&mut self, g: &Get<'_>) -> Option<usize> {
-        let max = (g.max_bytes as usize).min(self.cfg.get_bytes_max);
-        let filter = g.tags.as_ref().map(|tags| TagFilter::new(tags));
-        let cold = self
-            .store
-            .read_is_cold(g.topic, g.partition, g.offset, max, filter.as_ref());
+        let cold = self.store.read_is_cold(g.topic, g.partition, g.offset);
         if cold {
             self.counters.get_cold += 1;
         }
-        cold.then_some(max)
+        cold.then(|| (g.max_bytes as usize).min(self.cfg.get_bytes_max))
     }
 
     /// The reply to a get with nothing to send: 301 past skipped records, else 404.

@@ -2,6 +2,7 @@
 //! (lines, bodies to read, bodies or overlong lines to discard), and output held back until
 //! durable (sync mode). No broker logic here; [`super::Server`] drives it.
 
+use super::fetch::ReadDone;
 use mio::net::TcpStream;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -58,8 +59,8 @@ pub struct Conn {
     /// The ticket of the fetch (see `fetch.rs`) the get at the head of the input waits for;
     /// no input is processed meanwhile.
     pub fetching: Option<u64>,
-    /// The get at the head of the input was fetched: run it without asking again.
-    pub fetched: bool,
+    /// The read of the get at the head of the input, run by the fetch thread: answer from it.
+    pub fetched: Option<ReadDone>,
 }
 
 /// What a fill of the input buffer ended with.
@@ -93,7 +94,7 @@ impl Conn {
             input_left: false,
             writable_interest: false,
             fetching: None,
-            fetched: false,
+            fetched: None,
         }
     }
 

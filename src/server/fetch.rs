@@ -1,15 +1,17 @@
-//! The fetch thread: it brings a cold read's pages in from the disk (see
-//! `store::residency`) so that the event loop never waits for the disk. When a get would read
-//! pages that are not in the page cache, the loop hands the read to this thread and stops
-//! processing that connection's input, so its replies stay in request order. Every other
-//! connection goes on. The thread reports each finished fetch through the loop's waker, and
-//! the loop then runs the get from memory.
+//! The fetch thread: it reads cold gets, those of the backlog (see `store::residency`), so
+//! that the event loop never waits for the disk and spends no CPU on a backlog's CRCs. The
+//! loop hands such a read to this thread and stops processing that connection's input, so its
+//! replies stay in request order. Every other connection goes on. The thread brings the
+//! pages in, runs the read itself (CRC checks, tag filter) into a buffer, and reports it
+//! through the loop's waker; the loop then only copies the records into the reply.
 //!
 //! A connection has at most one fetch at a time, so the queue holds at most one job per
-//! connection (`connections_max`).
+//! connection (`connections_max`), and at most one finished read per connection waits for the
+//! loop: it is taken at the next wake-up and moved into the connection's output, which the
+//! loop let the get through only when it was under `output_bytes_max`.
 
 use crate::protocol::Get;
-use crate::store::{Fetcher, TagFilter};
+use crate::store::{Fetcher, ReadOutcome, StoreError, TagFilter};
 use mio::Waker;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -25,52 +27,86 @@ struct Job {
     filter: Option<TagFilter>,
 }
 
+/// A get the fetch thread read: what the read returned and the records it appended.
+pub struct ReadDone {
+    pub result: Result<ReadOutcome, StoreError>,
+    pub records: Vec<u8>,
+}
+
+/// A finished fetch, for the connection that waits for it.
+pub struct Fetched {
+    pub conn: usize,
+    pub ticket: u64,
+    pub read: ReadDone,
+}
+
+/// Record buffers kept for reuse (a fresh 1 MiB buffer costs 256 page faults to fill).
+const SPARE_BUFFERS_MAX: usize = 2;
+
 pub struct FetchQueue {
     tx: Option<mpsc::Sender<Job>>,
-    /// `(connection, ticket)` of finished fetches, for the loop to take.
-    done: Arc<Mutex<Vec<(usize, u64)>>>,
+    /// Finished fetches, for the loop to take.
+    done: Arc<Mutex<Vec<Fetched>>>,
+    /// Emptied record buffers, for the thread to fill again.
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// A buffer larger than this is dropped rather than kept.
+    buffer_bytes_max: usize,
     thread: Option<JoinHandle<()>>,
-    waker: Arc<Waker>,
     next_ticket: u64,
 }
 
 impl FetchQueue {
-    pub fn start(fetcher: Fetcher, waker: Arc<Waker>) -> std::io::Result<FetchQueue> {
+    /// Starts the thread; `get_bytes_max` is the largest byte budget a get may ask for.
+    pub fn start(
+        fetcher: Fetcher,
+        waker: Arc<Waker>,
+        get_bytes_max: usize,
+    ) -> std::io::Result<FetchQueue> {
         let (tx, rx) = mpsc::channel::<Job>();
         let done = Arc::new(Mutex::new(Vec::new()));
-        let finished = done.clone();
-        let wake = waker.clone();
+        let spare: Arc<Mutex<Vec<Vec<u8>>>> = Arc::new(Mutex::new(Vec::new()));
+        let (finished, buffers) = (done.clone(), spare.clone());
         let thread = std::thread::Builder::new()
             .name("imago-fetch".into())
             .spawn(move || {
                 lower_priority();
                 for job in rx {
-                    fetcher.fetch(
+                    let mut records = buffers
+                        .lock()
+                        .expect("fetch buffers lock")
+                        .pop()
+                        .unwrap_or_default();
+                    records.clear();
+                    let result = fetcher.read(
                         &job.topic,
                         job.partition,
                         job.offset,
                         job.max_bytes,
                         job.filter.as_ref(),
+                        &mut records,
                     );
-                    finished
-                        .lock()
-                        .expect("fetch results lock")
-                        .push((job.conn, job.ticket));
-                    let _ = wake.wake();
+                    finished.lock().expect("fetch results lock").push(Fetched {
+                        conn: job.conn,
+                        ticket: job.ticket,
+                        read: ReadDone { result, records },
+                    });
+                    let _ = waker.wake();
                 }
             })?;
         Ok(FetchQueue {
             tx: Some(tx),
             done,
+            spare,
+            buffer_bytes_max: 4 * get_bytes_max,
             thread: Some(thread),
-            waker,
             next_ticket: 1,
         })
     }
 
     /// Queues the read of `g` (its byte budget clamped to `max_bytes`) for connection `conn`;
-    /// returns the ticket its completion will carry.
-    pub fn submit(&mut self, conn: usize, g: &Get<'_>, max_bytes: usize) -> u64 {
+    /// returns the ticket its completion will carry, or `None` when the thread is gone (it
+    /// cannot panic short of a bug): then the loop reads the get itself.
+    pub fn submit(&mut self, conn: usize, g: &Get<'_>, max_bytes: usize) -> Option<u64> {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         let job = Job {
@@ -82,23 +118,24 @@ impl FetchQueue {
             max_bytes,
             filter: g.tags.as_ref().map(|t| TagFilter::new(t)),
         };
-        if let Some(tx) = &self.tx {
-            if tx.send(job).is_err() {
-                // The thread is gone (it cannot panic short of a bug): report the fetch done,
-                // so the get runs in the loop and only that read waits for the disk.
-                self.done
-                    .lock()
-                    .expect("fetch results lock")
-                    .push((conn, ticket));
-                let _ = self.waker.wake();
-            }
-        }
-        ticket
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(job).is_ok());
+        sent.then_some(ticket)
     }
 
     /// The fetches finished since the last call.
-    pub fn take_done(&self) -> Vec<(usize, u64)> {
+    pub fn take_done(&self) -> Vec<Fetched> {
         std::mem::take(&mut *self.done.lock().expect("fetch results lock"))
+    }
+
+    /// Gives a read's emptied buffer back for the thread to fill again.
+    pub fn recycle(&self, records: Vec<u8>) {
+        if records.capacity() > self.buffer_bytes_max {
+            return;
+        }
+        let mut spare = self.spare.lock().expect("fetch buffers lock");
+        if spare.len() < SPARE_BUFFERS_MAX {
+            spare.push(records);
+        }
     }
 }
 

@@ -12,9 +12,9 @@
 //!
 //! Fairness: a connection's turn is bounded ([`TURN_ROUNDS_MAX`], [`TURN_BYTES_MAX`]); one
 //! with work left is driven again after the next poll, so a client that pipelines as fast as
-//! it reads cannot hold the loop. Cold reads: a get whose pages are not in memory is handed to
-//! the fetch thread (`fetch.rs`) and its connection waits, in order; the loop never waits for
-//! the disk on a read.
+//! it reads cannot hold the loop. Cold reads: a get of the backlog (below the hot tail, see
+//! `store::residency`) is read by the fetch thread (`fetch.rs`) and its connection waits, in
+//! order; the loop never waits for the disk on a read, nor checks a backlog's CRCs.
 //!
 //! Sync flush mode: a put's reply is held (see [`conn::Conn::hold_until`]) until the store's
 //! flush thread reports its group commit through a [`mio::Waker`]; the loop never blocks on
@@ -59,7 +59,7 @@ enum Step {
     Handled(Outcome, usize, usize, Option<String>),
     /// A put whose body has not all arrived: bytes needed, its opaque.
     WaitBody(usize, Option<i32>),
-    /// A get whose read would wait for the disk: handed to the fetch thread (its ticket).
+    /// A get of the backlog: handed to the fetch thread (its ticket).
     Fetch(u64),
 }
 
@@ -120,7 +120,11 @@ impl Server {
             Interest::READABLE,
         )?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let fetch = FetchQueue::start(broker.store().fetcher(), waker.clone())?;
+        let fetch = FetchQueue::start(
+            broker.store().fetcher(),
+            waker.clone(),
+            broker.config().get_bytes_max,
+        )?;
         broker.store().on_durable(Box::new(move |_| {
             let _ = waker.wake();
         }));
@@ -457,7 +461,7 @@ impl Server {
                 continue;
             }
             let shutdown = conn.shutdown;
-            let fetched = std::mem::take(&mut conn.fetched);
+            let fetched = conn.fetched.take();
             let (input, out) = conn.split();
             let reply_start = out.len();
             let step = match protocol::parse_line(&input[..line_len], &limits) {
@@ -491,10 +495,10 @@ impl Server {
                         Step::Handled(outcome, body_bytes, skip, None)
                     } else if let Some(ticket) = match &req {
                         // A get whose read would wait for the disk (not the one just fetched).
-                        Request::Get(g) if !fetched => self
+                        Request::Get(g) if fetched.is_none() => self
                             .broker
                             .get_is_cold(g)
-                            .map(|max_bytes| self.fetch.submit(id, g, max_bytes)),
+                            .and_then(|max_bytes| self.fetch.submit(id, g, max_bytes)),
                         _ => None,
                     } {
                         Step::Fetch(ticket)
@@ -505,7 +509,14 @@ impl Server {
                             self.broker.parked_gets = self.parking.total();
                             self.broker.parked_wakeups = self.parking.wakeups();
                         }
-                        let outcome = self.broker.handle(&req, body, out);
+                        let outcome = match (&req, fetched) {
+                            (Request::Get(g), Some(done)) => {
+                                let o = self.broker.get_fetched(g, done.result, &done.records, out);
+                                self.fetch.recycle(done.records);
+                                o
+                            }
+                            _ => self.broker.handle(&req, body, out),
+                        };
                         let mut woken_group = None;
                         let outcome = match (&req, outcome) {
                             (
@@ -808,18 +819,20 @@ impl Server {
         }
     }
 
-    /// The fetch thread finished reads: run each waiting get (from memory now).
+    /// The fetch thread finished reads: answer each waiting get from its read.
     fn resume_fetched(&mut self) {
-        for (id, ticket) in self.fetch.take_done() {
-            let Some(conn) = self.conns.get_mut(id) else {
+        for f in self.fetch.take_done() {
+            let Some(conn) = self.conns.get_mut(f.conn) else {
+                self.fetch.recycle(f.read.records);
                 continue; // closed meanwhile (a later connection may have its slot)
             };
-            if conn.fetching != Some(ticket) {
+            if conn.fetching != Some(f.ticket) {
+                self.fetch.recycle(f.read.records);
                 continue;
             }
             conn.fetching = None;
-            conn.fetched = true;
-            self.drive(id);
+            conn.fetched = Some(f.read);
+            self.drive(f.conn);
         }
     }
 

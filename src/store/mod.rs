@@ -105,6 +105,7 @@ pub mod index;
 pub mod inspect;
 mod pages;
 mod part_cache;
+mod read;
 pub mod record;
 mod recovery;
 mod residency;
@@ -446,12 +447,8 @@ impl Store {
         e
     }
 
-    /// Counts damage found at read time, once per damaged range (recovery's count included).
     fn note_corrupt(&self, from: u64, to: u64) {
-        if self.shared.log.first_sighting(from, to) {
-            let c = &self.shared.counters.corrupt_records;
-            c.fetch_add(1, Ordering::Relaxed);
-        }
+        self.shared.note_corrupt(from, to);
     }
 
     /// Asks the flush thread to make everything written so far durable (sync mode calls this
@@ -489,19 +486,7 @@ impl Store {
     }
 
     fn visible_max(&self, idx: &index::PartIndex, min: u64, next: u64) -> Result<u64, StoreError> {
-        if self.shared.cfg.flush == FlushMode::Async {
-            return Ok(next);
-        }
-        let durable = self.durable_pos();
-        let mut max = next;
-        while max > min {
-            let e = idx.entry(max - 1)?;
-            if e.is_hole() || e.pos + e.size as u64 <= durable {
-                break;
-            }
-            max -= 1;
-        }
-        Ok(max)
+        self.shared.visible_max(idx, min, next)
     }
 
     fn index_of(&self, topic: &str, partition: u32) -> Result<Arc<index::PartIndex>, StoreError> {
@@ -520,85 +505,8 @@ impl Store {
         filter: Option<&TagFilter>,
         out: &mut Vec<u8>,
     ) -> Result<ReadOutcome, StoreError> {
-        let idx = self.index_of(topic, partition)?;
-        let min = idx.min.load(Ordering::Acquire);
-        let max = self.visible_max(&idx, min, idx.next.load(Ordering::Acquire))?;
-        if offset < min {
-            return Err(StoreError::OffsetOutOfRange { valid: min });
-        }
-        if offset > max {
-            return Err(StoreError::OffsetOutOfRange { valid: max });
-        }
-        let log = &self.shared.log;
-        let mut got = ReadOutcome {
-            records: 0,
-            bytes: 0,
-            next_offset: offset,
-        };
-        let mut seg: Option<Arc<commitlog::Segment>> = None;
-        let limit = max.min(offset + SCAN_ENTRIES_MAX);
-        let mut entries = idx.cursor();
-        while got.next_offset < limit {
-            let n = got.next_offset;
-            let e = entries.get(n)?;
-            if e.is_hole() {
-                if got.records > 0 {
-                    break;
-                }
-                return Err(StoreError::Corrupt {
-                    offset: n,
-                    next: n + 1,
-                });
-            }
-            if filter.is_some_and(|f| !f.may_match(e.tag_hash)) {
-                got.next_offset += 1;
-                continue;
-            }
-            if got.records > 0 && got.bytes + e.size as usize > max_bytes {
-                break;
-            }
-            if !seg
-                .as_ref()
-                .is_some_and(|s| s.base <= e.pos && e.pos + e.size as u64 <= s.end())
-            {
-                seg = log.segment_at(e.pos);
-            }
-            let Some(s) = seg.as_ref().filter(|s| e.pos + e.size as u64 <= s.end()) else {
-                // The segment was deleted by retention under us: the record is gone.
-                let min = idx.min.load(Ordering::Acquire);
-                return Err(StoreError::OffsetOutOfRange {
-                    valid: min.max(n + 1),
-                });
-            };
-            // SAFETY: the entry was published after its record bytes were written, so they
-            // are below the write position and never written again; the Arc keeps the map.
-            let bytes = unsafe { s.bytes(e.pos, e.size as usize) };
-            let ok = record::decode(bytes).ok().filter(|r| {
-                r.offset == n && r.partition == partition && r.topic == topic.as_bytes()
-            });
-            let Some(r) = ok else {
-                if got.records > 0 {
-                    break;
-                }
-                self.note_corrupt(e.pos, e.pos + e.size as u64);
-                log::error!(
-                    "{topic}/{partition}: corrupt record at offset {n} (position {})",
-                    e.pos
-                );
-                return Err(StoreError::Corrupt {
-                    offset: n,
-                    next: n + 1,
-                });
-            };
-            got.next_offset += 1;
-            if filter.is_some_and(|f| !f.matches(r.tag)) {
-                continue;
-            }
-            out.extend_from_slice(bytes);
-            got.records += 1;
-            got.bytes += bytes.len();
-        }
-        Ok(got)
+        self.shared
+            .read_into(topic, partition, offset, max_bytes, filter, out)
     }
 
     /// The first offset whose record was stored at or after `ts_ms` (max when none).

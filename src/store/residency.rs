@@ -1,24 +1,22 @@
-//! Reads that would wait for the disk. A consumer reading an old backlog touches pages the
-//! kernel evicted (or never had, after a restart); a read of them in the event loop would stall
-//! every connection for the length of the disk read. [`Store::read_is_cold`] answers, without
-//! faulting anything in, whether a read would touch such pages (mincore(2) over the index pages
-//! and record ranges the read covers); [`Fetcher::fetch`] brings them in, on a thread that may
-//! block, so the read that follows runs from memory.
+//! Reads of the backlog. A consumer reading an old backlog touches pages the kernel evicted
+//! (or never had, after a restart); a read of them in the event loop would stall every
+//! connection for the length of the disk read, and even from the page cache a 1 MiB read costs
+//! the loop a CRC of every record and a copy. [`Store::read_is_cold`] tells such a read from a
+//! tailing one without faulting anything in: a read is cold when it starts below the *hot
+//! tail*, the last [`HOT_TAIL_BYTES`] of the commitlog this process wrote (or when its first
+//! index entry is not in the page cache). [`Fetcher::read`] runs a cold read on a thread that
+//! may block: [`Fetcher::fetch`] first brings in what is not resident, readahead for all of it
+//! at once so the disk serves it together, then the read itself.
 //!
-//! Both walk the read exactly as [`Store::read_into`] will: from the offset, entries skipped by
-//! the tag filter's hash cost an index read only, records are counted until `max_bytes`. The
-//! records of one partition are interleaved with every other's in the commitlog, so the walk
-//! merges record ranges that lie close together and checks each merged range.
-//!
-//! The check is bounded and errs towards "resident": it looks at no more than
-//! [`RANGES_MAX`] merged ranges (a prefix of a read of a sparse partition), skips the region
-//! this process wrote last ([`HOT_TAIL_BYTES`]: a tailing consumer pays no syscall), and
-//! answers resident when it cannot tell (an error is the read's to report).
+//! The fetch walks the read exactly as [`Store::read_into`] will: from the offset, entries
+//! skipped by the tag filter's hash cost an index read only, records are counted until
+//! `max_bytes`. The records of one partition are interleaved with every other's in the
+//! commitlog, so the walk merges record ranges that lie close together.
 
 use super::commitlog::Segment;
 use super::index::{PartIndex, ENTRY_BYTES};
 use super::pages::PAGE_BYTES;
-use super::{record, Shared, Store, TagFilter, SCAN_ENTRIES_MAX};
+use super::{record, ReadOutcome, Shared, Store, StoreError, TagFilter, SCAN_ENTRIES_MAX};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -26,18 +24,13 @@ use std::sync::Arc;
 /// records between them is read in with them).
 const MERGE_GAP_BYTES: u64 = 64 << 10;
 
-/// Most merged ranges one check looks at.
-pub const RANGES_MAX: usize = 16;
-
 /// The commitlog this process wrote last, up to this many bytes behind the write position, is
-/// taken to be resident without asking: it was written through the page cache moments ago.
+/// the hot tail: it was written through the page cache moments ago, and a read starting there
+/// is a tailing consumer's, served in the event loop.
 pub const HOT_TAIL_BYTES: u64 = 256 << 20;
 
 /// Index entries per page.
 const ENTRIES_PER_PAGE: u64 = PAGE_BYTES as u64 / ENTRY_BYTES;
-
-/// Index entries asked about at a time (one mincore call: 8 pages).
-const INDEX_CHECK_ENTRIES: u64 = 8 * ENTRIES_PER_PAGE;
 
 /// A record range of one segment.
 struct Range {
@@ -46,41 +39,33 @@ struct Range {
     end: u64,
 }
 
-/// What one walk of a read found.
-enum Walk {
-    /// The merged record ranges (at most `ranges_max`).
-    Ranges(Vec<Range>),
-    /// An index page the read needs is not resident (only when asked to stop there).
-    ColdIndex,
-}
-
 impl Store {
-    /// Whether a read of `topic`/`partition` from `offset` (up to `max_bytes`, keeping only
-    /// `filter`'s tags) would wait for the disk. Faults nothing in.
-    pub fn read_is_cold(
-        &self,
-        topic: &str,
-        partition: u32,
-        offset: u64,
-        max_bytes: usize,
-        filter: Option<&TagFilter>,
-    ) -> bool {
+    /// Whether a read of `topic`/`partition` from `offset` is cold: it starts below the hot
+    /// tail, or its first index entry is not in the page cache. Faults nothing in; offsets
+    /// outside `[min, max)` and unknown partitions are never cold (the read reports them).
+    pub fn read_is_cold(&self, topic: &str, partition: u32, offset: u64) -> bool {
         let Ok(idx) = self.index_of(topic, partition) else {
             return false;
         };
-        let sh = &*self.shared;
-        let ranges = match walk(sh, &idx, offset, max_bytes, filter, RANGES_MAX, true) {
-            Walk::ColdIndex => return true,
-            Walk::Ranges(r) => r,
+        let next = idx.next.load(Ordering::Acquire);
+        if offset < idx.min.load(Ordering::Acquire) || offset >= next {
+            return false;
+        }
+        // The last page's worth of entries was written moments ago: no syscall for a tailing
+        // consumer.
+        if offset < next.saturating_sub(ENTRIES_PER_PAGE) && !idx.entries_resident(offset, 1).0 {
+            return true;
+        }
+        let Ok(e) = idx.entry(offset) else {
+            return false;
         };
+        let sh = &*self.shared;
         let write_pos = sh.log.write_pos.load(Ordering::Acquire);
         let hot_floor = sh
             .opened_pos
             .load(Ordering::Relaxed)
             .max(write_pos.saturating_sub(HOT_TAIL_BYTES));
-        ranges
-            .iter()
-            .any(|r| r.start < hot_floor && !r.seg.resident(r.start, r.end - r.start))
+        !e.is_hole() && e.pos < hot_floor
     }
 
     /// A handle that brings reads in from the disk, for a thread that may block.
@@ -119,51 +104,54 @@ impl Fetcher {
         // readahead), so one at a time they would cost a disk round trip each.
         let guess = (max_bytes as u64 / record::HEADER_BYTES as u64 + 1).min(SCAN_ENTRIES_MAX);
         idx.fetch_entries(offset, guess.min(next - offset));
-        let Walk::Ranges(ranges) = walk(sh, &idx, offset, max_bytes, filter, usize::MAX, false)
-        else {
-            return;
-        };
-        for r in &ranges {
+        let ranges = walk(sh, &idx, offset, max_bytes, filter);
+        let cold: Vec<&Range> = ranges
+            .iter()
+            .filter(|r| !r.seg.resident(r.start, r.end - r.start))
+            .collect();
+        for r in &cold {
             r.seg.will_need(r.start, r.end - r.start);
         }
-        for r in &ranges {
+        for r in &cold {
             r.seg.touch(r.start, r.end - r.start);
         }
     }
+
+    /// [`Fetcher::fetch`], then the read itself ([`Store::read_into`]), both on the calling
+    /// thread: the event loop receives the records ready to send.
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        filter: Option<&TagFilter>,
+        out: &mut Vec<u8>,
+    ) -> Result<ReadOutcome, StoreError> {
+        self.fetch(topic, partition, offset, max_bytes, filter);
+        self.shared
+            .read_into(topic, partition, offset, max_bytes, filter, out)
+    }
 }
 
-/// Walks the entries a read from `offset` covers and merges their record ranges. With
-/// `stop_at_cold_index`, index entries not in the page cache end the walk before they are
-/// read (the last page's worth, which the writer keeps warm, is not asked about).
+/// Walks the entries a read from `offset` covers and merges their record ranges.
 fn walk(
     sh: &Shared,
     idx: &PartIndex,
     offset: u64,
     max_bytes: usize,
     filter: Option<&TagFilter>,
-    ranges_max: usize,
-    stop_at_cold_index: bool,
-) -> Walk {
+) -> Vec<Range> {
     let min = idx.min.load(Ordering::Acquire);
     let next = idx.next.load(Ordering::Acquire);
     let mut ranges: Vec<Range> = Vec::new();
     if offset < min || offset >= next {
-        return Walk::Ranges(ranges);
+        return ranges;
     }
     let limit = next.min(offset + SCAN_ENTRIES_MAX);
-    // The last page's worth of entries: the writer wrote them moments ago.
-    let tail = next.saturating_sub(ENTRIES_PER_PAGE);
     let (mut n, mut bytes, mut records) = (offset, 0usize, 0u64);
-    let mut checked_to = if stop_at_cold_index { offset } else { limit };
     let mut entries = idx.cursor();
     while n < limit {
-        if n >= checked_to && n < tail {
-            let (resident, to) = idx.entries_resident(n, INDEX_CHECK_ENTRIES.min(tail - n));
-            if !resident {
-                return Walk::ColdIndex;
-            }
-            checked_to = to;
-        }
         let Ok(e) = entries.get(n) else { break };
         if e.is_hole() {
             break;
@@ -184,15 +172,12 @@ fn walk(
                 continue;
             }
         }
-        if ranges.len() == ranges_max {
-            break;
-        }
         let Some(seg) = sh.log.segment_at(start).filter(|s| end <= s.end()) else {
             break;
         };
         ranges.push(Range { seg, start, end });
     }
-    Walk::Ranges(ranges)
+    ranges
 }
 
 #[cfg(test)]
@@ -222,52 +207,79 @@ mod tests {
         Store::open(cfg).unwrap()
     }
 
+    fn message(partition: u32, tag: &'static [u8], body: &'static [u8]) -> Message<'static> {
+        Message {
+            topic: "t",
+            partition,
+            flag: 0,
+            tag,
+            props: b"",
+            body,
+            born_ts_ms: 1,
+        }
+    }
+
     #[test]
-    fn an_evicted_read_is_cold_until_fetched_and_offsets_out_of_range_never_are() {
+    fn reads_below_what_this_process_wrote_are_cold_and_out_of_range_offsets_never_are() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
         store.ensure_topic("t", 2).unwrap();
-        let body = [5u8; 1000];
         for i in 0..8000u32 {
-            let tag: &[u8] = if i % 2 == 0 { b"even" } else { b"odd" };
-            let m = Message {
-                topic: "t",
-                partition: i % 2,
-                flag: 0,
-                tag,
-                props: b"",
-                body: &body,
-                born_ts_ms: 1,
-            };
-            store.append(&m).unwrap();
+            let tag: &'static [u8] = if i % 2 == 0 { b"even" } else { b"odd" };
+            store.append(&message(i % 2, tag, &[5u8; 1000])).unwrap();
         }
+        assert!(!store.read_is_cold("t", 0, 0), "just written: the hot tail");
+        store.close().unwrap();
+
+        let store = open(dir.path());
+        assert!(store.read_is_cold("t", 0, 0), "written before this process");
+        assert!(store.read_is_cold("t", 1, 3999), "the other partition too");
+        // Offsets outside [min, max) read nothing: nothing to wait for.
+        assert!(!store.read_is_cold("t", 0, 4000));
+        assert!(!store.read_is_cold("t", 0, 9999));
+        assert!(!store.read_is_cold("nope", 0, 0));
+        store.append(&message(0, b"even", &[6u8; 100])).unwrap();
         assert!(
-            !store.read_is_cold("t", 0, 0, 1 << 20, None),
-            "just written"
+            !store.read_is_cold("t", 0, 4000),
+            "appended by this process"
         );
+        assert!(store.read_is_cold("t", 0, 3999), "one record earlier");
+        store.close().unwrap();
+    }
+
+    #[test]
+    fn the_fetcher_reads_an_evicted_backlog_in_and_reads_what_read_into_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.ensure_topic("t", 2).unwrap();
+        for i in 0..8000u32 {
+            let tag: &'static [u8] = if i % 2 == 0 { b"even" } else { b"odd" };
+            store.append(&message(i % 2, tag, &[5u8; 1000])).unwrap();
+        }
         store.close().unwrap();
         evict(dir.path());
 
         let store = open(dir.path());
-        assert!(store.read_is_cold("t", 0, 0, 1 << 20, None), "evicted");
-        assert!(
-            store.read_is_cold("t", 1, 0, 1 << 20, None),
-            "the other partition too"
-        );
+        let first = store.shared.log.segment_at(0).unwrap();
+        assert!(!first.resident(0, 1 << 20), "evicted");
         let even = TagFilter::new(&[b"even"]);
-        store.fetcher().fetch("t", 0, 0, 1 << 20, Some(&even));
+        let mut fetched = Vec::new();
+        let got = store
+            .fetcher()
+            .read("t", 0, 0, 1 << 20, Some(&even), &mut fetched)
+            .unwrap();
+        assert!(got.records > 500, "a 1 MiB read returned {got:?}");
+        // Partition 0's records lie between partition 1's: the fetch brought the span in.
+        let end = 2 * got.bytes as u64;
         assert!(
-            !store.read_is_cold("t", 0, 0, 1 << 20, Some(&even)),
-            "fetched"
+            first.resident(0, end - 4096),
+            "fetched: [0, {end}) resident"
         );
-        assert!(
-            store.read_is_cold("t", 1, 0, 1 << 20, None),
-            "fetching one partition's read leaves the other's index cold"
-        );
-        // Offsets outside [min, max) read nothing: nothing to wait for.
-        assert!(!store.read_is_cold("t", 0, 4000, 1 << 20, None));
-        assert!(!store.read_is_cold("t", 0, 9999, 1 << 20, None));
-        assert!(!store.read_is_cold("nope", 0, 0, 1 << 20, None));
+        let mut read = Vec::new();
+        let again = store
+            .read_into("t", 0, 0, 1 << 20, Some(&even), &mut read)
+            .unwrap();
+        assert_eq!((got, &fetched), (again, &read));
         store.close().unwrap();
     }
 }

@@ -72,7 +72,8 @@ accumulate: --count (10M) --connections (2) --depth (100) --partitions (16); the
           producers at --cold-rate (10000/s) for --cold-seconds (10; 0 skips), alone, then
           while --consumers (1) read the cold backlog as a group: p99 put latency ratio
 memory:   --partitions (10000) --connections (1000) --depth (8) --count (10M)
-          --consumers (1000) --consume-seconds (10)
+          --consumers (1000) --consume-seconds (10); --preload N first writes N messages with
+          --preload-connections (2) x --preload-depth (100) over the same partitions
 compare:  --seconds (5 per produce run) --drain-count (10M, imago target run)
           --peer-drain-count (1M, side-by-side drains) --latency-seconds (10) --no-peers
 ";
@@ -347,12 +348,20 @@ fn run(cmd: &str, a: &Args) -> Result<(), String> {
                     ..d.clone()
                 },
             )?;
+            let preload_count: u64 = a.num("preload", 0)?;
+            let preload = Load {
+                connections: a.num("preload-connections", 2)?,
+                depth: a.num("preload-depth", 100)?,
+                count: Some(preload_count),
+                ..l.clone()
+            };
             let c = consumers(a, 1000)?;
             let consume_s = a.num("consume-seconds", 10.0)?;
             a.finish()?;
             out.emit(&runs::memory(
                 &o,
                 &Memory {
+                    preload: (preload_count > 0).then_some(preload),
                     fill: l,
                     consumers: c,
                     consume_s,

@@ -898,7 +898,10 @@ fn cold_read(
 
 #[derive(Clone, Debug)]
 pub struct Memory {
-    /// Producers: connections x depth over `partitions`, `count` messages (the backlog).
+    /// Written first, by a few deep pipelines (`count` messages over the same partitions), so
+    /// a 100 M backlog does not take the many-connection load half an hour. `None` skips it.
+    pub preload: Option<Load>,
+    /// Producers: connections x depth over `partitions`, `count` messages, added to the backlog.
     pub fill: Load,
     /// Consumers (group members) reading the backlog afterwards.
     pub consumers: Consumers,
@@ -909,11 +912,12 @@ pub struct Memory {
 pub fn memory(o: &Opts, m: &Memory) -> Result<Obj, String> {
     let l = &m.fill;
     let label = format!(
-        "memory {} partitions={} producers={}x{} backlog={} consumers={}",
+        "memory {} partitions={} producers={}x{} backlog={}+{} consumers={}",
         o.servers.mode_name(Target::Imago),
         l.partitions,
         l.connections,
         l.depth,
+        thousands(m.preload.as_ref().and_then(|p| p.count).unwrap_or(0)),
         thousands(l.count.unwrap_or(0)),
         m.consumers.connections
     );
@@ -927,13 +931,27 @@ pub fn memory(o: &Opts, m: &Memory) -> Result<Obj, String> {
     }
     let srv = start_server(o, Target::Imago, l.partitions, l.size)?;
     let idle = srv.mem().unwrap_or_default();
+    let mut preloaded = 0;
+    if let Some(p) = &m.preload {
+        let mut mon = Monitor::new("memory: preload");
+        let r = produce_phase(o, &srv, p, None, false, "memory preload", &mut mon)?;
+        eprintln!(
+            "  preload: {} puts at {} /s over {} partitions, RssAnon peak {} MiB",
+            thousands(r.acked),
+            thousands((r.acked as f64 / r.seconds) as u64),
+            p.partitions,
+            mon.mem_peak.rss_anon_kib / 1024
+        );
+        preloaded = r.acked;
+    }
     let mut mon = Monitor::new("memory: produce");
     let r = produce_phase(o, &srv, l, None, false, "memory produce", &mut mon)?;
+    let backlog = preloaded + r.acked;
     let after_produce = srv.mem().unwrap_or_default();
     let peak_produce = mon.mem_peak;
     drop(mon);
     let conns = make_consumers(&srv, Target::Imago, l.partitions, &m.consumers, "earliest")?;
-    let cset = ConsumerSet::start(conns, l.count.unwrap_or(0), None)?;
+    let cset = ConsumerSet::start(conns, backlog, None)?;
     let mut mon = Monitor::new("memory: consume");
     let t0 = Instant::now();
     while t0.elapsed().as_secs_f64() < m.consume_s && !cset.done() {
@@ -950,7 +968,8 @@ pub fn memory(o: &Opts, m: &Memory) -> Result<Obj, String> {
     let st = imago_stats(&srv, "");
     let mut j = base_obj("memory", o, Target::Imago);
     load_fields(&mut j, l);
-    j.i("backlog", r.acked as i64)
+    j.i("backlog", backlog as i64)
+        .i("preloaded", preloaded as i64)
         .f("produce_msgs_per_s", (r.acked as f64 / r.seconds).round())
         .i("consumers", m.consumers.connections as i64)
         .i("delivered", cr.delivered as i64)
@@ -998,7 +1017,7 @@ pub fn memory(o: &Opts, m: &Memory) -> Result<Obj, String> {
         l.connections,
         peak_consume.rss_anon_kib / 1024,
         m.consumers.connections,
-        thousands(r.acked)
+        thousands(backlog)
     );
     Ok(j)
 }
