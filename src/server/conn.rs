@@ -26,6 +26,15 @@ pub enum InState {
     DiscardLine,
 }
 
+/// What one [`Conn::flush`] did.
+pub struct Flushed {
+    pub bytes: usize,
+    /// The socket would block with sendable bytes left.
+    pub blocked: bool,
+    /// `bytes_max` was reached with sendable bytes left.
+    pub capped: bool,
+}
+
 pub struct Conn {
     pub sock: TcpStream,
     pub addr: SocketAddr,
@@ -206,9 +215,9 @@ impl Conn {
         self.out.len() - self.sent
     }
 
-    /// Writes what may be sent (everything not held behind a gate above `durable`).
-    /// Returns the bytes written and whether the socket would block with sendable bytes left.
-    pub fn flush(&mut self, durable: u64) -> io::Result<(usize, bool)> {
+    /// Writes what may be sent (everything not held behind a gate above `durable`), at most
+    /// `bytes_max` of it.
+    pub fn flush(&mut self, durable: u64, bytes_max: usize) -> io::Result<Flushed> {
         while self.gates.front().is_some_and(|&(_, pos)| pos <= durable) {
             self.gates.pop_front();
         }
@@ -218,8 +227,9 @@ impl Conn {
             .map_or(self.out.len(), |&(start, _)| start);
         let mut total = 0;
         let mut blocked = false;
-        while self.sent < sendable {
-            match self.sock.write(&self.out[self.sent..sendable]) {
+        while self.sent < sendable && total < bytes_max {
+            let to = sendable.min(self.sent + bytes_max - total);
+            match self.sock.write(&self.out[self.sent..to]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.sent += n;
@@ -247,7 +257,11 @@ impl Conn {
                 g.0 -= sent;
             }
         }
-        Ok((total, blocked))
+        Ok(Flushed {
+            bytes: total,
+            blocked,
+            capped: !blocked && self.sent < sendable,
+        })
     }
 
     pub fn state_name(&self) -> &'static str {
