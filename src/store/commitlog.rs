@@ -127,6 +127,18 @@ impl Segment {
         }
     }
 
+    /// Asks that the pages of this segment come into the page cache one base page at a time
+    /// (MADV_RANDOM: no readahead on faults). Readahead fills the cache with large folios (up
+    /// to 2 MiB here), and writeback writes a dirty folio whole: in the sync flush mode a group
+    /// commit of 13 KB of records wrote about 800 KB, 1.1 GB/s of disk writes for 9 MB/s of
+    /// records. With base pages a flush writes the pages it dirtied. Reads of old data are not
+    /// affected: the fetch thread asks for readahead of what a read needs (MADV_WILLNEED).
+    pub fn use_small_pages(&self) {
+        if let Err(e) = self.map.advise(memmap2::Advice::Random) {
+            log::debug!("madvise random {}: {e}", self.path.display());
+        }
+    }
+
     /// Whether `[pos, pos + n)` (absolute, clamped to this segment) is all in the page cache.
     pub fn resident(&self, pos: u64, n: u64) -> bool {
         pages::resident(&self.map, (pos - self.base) as usize, n as usize)
@@ -203,6 +215,9 @@ pub struct CommitLog {
     /// Directory fsyncs done by [`CommitLog::sync_dir_if_changed`].
     pub dir_syncs: AtomicU64,
     spare: Arc<Spare>,
+    /// Segments written to get [`Segment::use_small_pages`] (the sync flush mode; in the async
+    /// mode large folios make appends 20% faster, and a flush per interval writes them once).
+    small_pages: AtomicBool,
 }
 
 /// The segment created ahead of need by the allocator thread.
@@ -221,8 +236,10 @@ struct SpareSlot {
 }
 
 impl CommitLog {
-    /// Opens the segment files in `dir` (which must exist); checks they are contiguous.
-    pub fn open(dir: &Path, segment_bytes: u64) -> Result<CommitLog, String> {
+    /// Opens the segment files in `dir` (which must exist); checks they are contiguous. With
+    /// `small_pages` (the sync flush mode) the last segment and every one created later get
+    /// [`Segment::use_small_pages`].
+    pub fn open(dir: &Path, segment_bytes: u64, small_pages: bool) -> Result<CommitLog, String> {
         let mut found = Vec::new();
         let mut spares = Vec::new();
         let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -278,6 +295,9 @@ impl CommitLog {
             }
             segments.push(Arc::new(seg));
         }
+        if let Some(last) = segments.last().filter(|_| small_pages) {
+            last.use_small_pages();
+        }
         let min = segments.first().map_or(0, |s| s.base);
         Ok(CommitLog {
             dir: dir.to_path_buf(),
@@ -294,7 +314,14 @@ impl CommitLog {
                 slot: Mutex::new(SpareSlot::default()),
                 cv: Condvar::new(),
             }),
+            small_pages: AtomicBool::new(small_pages),
         })
+    }
+
+    fn prepare_for_writes(&self, seg: &Segment) {
+        if self.small_pages.load(Ordering::Relaxed) {
+            seg.use_small_pages();
+        }
     }
 
     pub fn segments(&self) -> Vec<Arc<Segment>> {
@@ -318,6 +345,7 @@ impl CommitLog {
 
     /// Appends a newly created segment (it must start where the last one ends).
     pub fn push_segment(&self, seg: Segment) -> Arc<Segment> {
+        self.prepare_for_writes(&seg);
         let seg = Arc::new(seg);
         let mut segs = self.segments.write().expect("segments lock");
         if let Some(last) = segs.last() {
@@ -399,6 +427,7 @@ impl CommitLog {
         let spare = self.spare.clone();
         let dir = self.dir.clone();
         let len = self.segment_bytes;
+        let small_pages = self.small_pages.load(Ordering::Relaxed);
         std::thread::Builder::new()
             .name("imago-alloc".into())
             .spawn(move || loop {
@@ -425,6 +454,9 @@ impl CommitLog {
                 };
                 let made = Segment::create_spare(&dir, base, len);
                 if let Ok(seg) = &made {
+                    if small_pages {
+                        seg.use_small_pages();
+                    }
                     seg.prefault(seg.base, PREFAULT_AHEAD_BYTES);
                 }
                 if let Err(e) = &made {

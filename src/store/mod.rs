@@ -342,7 +342,9 @@ impl Store {
         std::fs::create_dir_all(&log_dir)?;
         let lock = fs::lock_file(&cfg.dir.join("lock"))?.ok_or(StoreError::Locked)?;
         let dir_file = std::fs::File::open(&cfg.dir)?;
-        let log = CommitLog::open(&log_dir, cfg.segment_bytes).map_err(StoreError::BadDataDir)?;
+        let small_pages = cfg.flush == FlushMode::Sync;
+        let log = CommitLog::open(&log_dir, cfg.segment_bytes, small_pages)
+            .map_err(StoreError::BadDataDir)?;
         let topics = Topics::open(
             &cfg.dir.join("index"),
             cfg.index_segment_entries,
