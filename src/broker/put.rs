@@ -19,7 +19,7 @@ impl Broker {
 
     /// Handles one put.
     pub(super) fn put(&mut self, p: &Put<'_>, body: &[u8], out: &mut Vec<u8>) -> Outcome {
-        let result = self.put_message(p, body).and_then(|msg| {
+        let result = self.put_message(p, body, store::now_ms()).and_then(|msg| {
             match self.store.append(&msg) {
                 // A topic seen for the first time: create it, then store again.
                 Err(StoreError::UnknownTopic) => {
@@ -43,6 +43,7 @@ impl Broker {
     ) {
         let mut checked: Vec<Result<Message<'_>, Refusal>> = Vec::with_capacity(puts.len());
         let mut known_topic: Option<&str> = None;
+        let born_ts_ms = store::now_ms(); // they arrived together
         for (p, body) in puts {
             self.counters.cmd_put += 1;
             if known_topic != Some(p.topic) {
@@ -54,7 +55,7 @@ impl Broker {
                 }
                 known_topic = Some(p.topic);
             }
-            checked.push(self.put_message(p, body));
+            checked.push(self.put_message(p, body, born_ts_ms));
         }
         let msgs: Vec<Message<'_>> = checked
             .iter()
@@ -75,9 +76,14 @@ impl Broker {
         }
     }
 
-    /// Checks a put and makes its message (the partition chosen when it is -1, creating the
-    /// topic first if it is new).
-    fn put_message<'a>(&mut self, p: &Put<'a>, body: &'a [u8]) -> Result<Message<'a>, Refusal> {
+    /// Checks a put and makes its message, born at `born_ts_ms` (the partition chosen when it
+    /// is -1, creating the topic first if it is new).
+    fn put_message<'a>(
+        &mut self,
+        p: &Put<'a>,
+        body: &'a [u8],
+        born_ts_ms: i64,
+    ) -> Result<Message<'a>, Refusal> {
         if p.tx_key.is_some() {
             return Err((
                 Code::NotImplemented,
@@ -108,7 +114,7 @@ impl Broker {
             tag: parts.tag,
             props: parts.props,
             body: parts.payload,
-            born_ts_ms: store::now_ms(),
+            born_ts_ms,
         })
     }
 

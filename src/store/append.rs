@@ -67,11 +67,15 @@ impl Store {
             }
             parts.push(part);
         }
-        // Pass 2: write the records, prefetching each entry's slot.
+        // Pass 2: write the records, prefetching each entry's slot. The records of one chunk
+        // arrived together and share one store time (a clock read per record cost 2-3% of a
+        // put's CPU).
+        let ts = now_ms().max(w.last_ts_ms);
+        w.last_ts_ms = ts;
         let mut pending: Vec<Pending> = Vec::with_capacity(msgs.len());
         let (mut records, mut bytes) = (0u64, 0u64);
         for (msg, part) in msgs.iter().zip(parts) {
-            let result = part.and_then(|p| self.write_record(sh, w, msg, p, &mut pending));
+            let result = part.and_then(|p| self.write_record(sh, w, msg, p, ts, &mut pending));
             if let Some(p) = result.as_ref().ok().and(pending.last()) {
                 records += 1;
                 bytes += p.entry.size as u64;
@@ -96,13 +100,15 @@ impl Store {
         }
     }
 
-    /// Writes one record to the commitlog and queues its index entry in `pending`.
+    /// Writes one record, stored at `ts` (ms), to the commitlog and queues its index entry in
+    /// `pending`.
     fn write_record(
         &self,
         sh: &Shared,
         w: &mut Writer,
         msg: &Message<'_>,
         part: *const PartIndex,
+        ts: i64,
         pending: &mut Vec<Pending>,
     ) -> Result<Appended, StoreError> {
         let bytes = msg
@@ -142,8 +148,6 @@ impl Store {
             w.warm_end = w.seg.base + PREFAULT_AHEAD_BYTES; // the allocator did the spare's start
         }
         let pos = w.pos;
-        let ts = now_ms().max(w.last_ts_ms);
-        w.last_ts_ms = ts;
         let stamp = record::Stamp {
             offset,
             msg_id: (sh.cfg.broker_id as u64) << 48 | (pos & ((1 << 48) - 1)),
