@@ -444,6 +444,11 @@ impl Server {
                 break;
             }
             if !conn.shutdown && self.put_run(id, &limits, sync) {
+                if !sync {
+                    // Send this run's acks now: the client can put more while the rest of
+                    // its input is handled (a pipelined producer is bound by the round trip).
+                    self.write_out(id);
+                }
                 continue;
             }
             let Some(conn) = self.conns.get_mut(id) else {
@@ -503,7 +508,7 @@ impl Server {
                         };
                         Step::Handled(outcome, body_bytes, skip, None)
                     } else if let Some(ticket) = match &req {
-                        // A get whose read would wait for the disk (not the one just fetched).
+                        // A get of the backlog (not the one just fetched).
                         Request::Get(g) if fetched.is_none() => self
                             .broker
                             .get_is_cold(g)
