@@ -391,7 +391,10 @@ impl Server {
         let output_max = self.broker.config().output_bytes_max;
         let parked_max = self.broker.config().parked_per_connection_max;
         let sync = self.broker.config().flush == crate::store::FlushMode::Sync;
-        let out_start = self.conns.get(id).map_or(0, |c| c.out.len());
+        // Replies made this call: those already sent early (put acks) plus those from
+        // `out_start` on.
+        let mut out_start = self.conns.get(id).map_or(0, |c| c.out.len());
+        let mut replied = 0;
         let mut turn_over = false;
         loop {
             let Some(conn) = self.conns.get_mut(id) else {
@@ -401,7 +404,7 @@ impl Server {
                 conn.input_left = true;
                 break;
             }
-            if conn.out.len().saturating_sub(out_start) >= TURN_BYTES_MAX {
+            if replied + conn.out.len().saturating_sub(out_start) >= TURN_BYTES_MAX {
                 turn_over = true; // a turn's worth of replies (large gets): others go first
                 break;
             }
@@ -447,7 +450,10 @@ impl Server {
                 if !sync {
                     // Send this run's acks now: the client can put more while the rest of
                     // its input is handled (a pipelined producer is bound by the round trip).
+                    // Sending may shrink the output buffer, so count what was made first.
+                    replied += self.conns[id].out.len().saturating_sub(out_start);
                     self.write_out(id);
+                    out_start = self.conns.get(id).map_or(0, |c| c.out.len());
                 }
                 continue;
             }

@@ -219,15 +219,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn reads_below_what_this_process_wrote_are_cold_and_out_of_range_offsets_never_are() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
+    /// A store with 4,000 records of 1,000 bytes in each of `t`'s 2 partitions, interleaved
+    /// (tags `even` in partition 0, `odd` in 1).
+    fn filled(dir: &Path) -> Store {
+        let store = open(dir);
         store.ensure_topic("t", 2).unwrap();
         for i in 0..8000u32 {
             let tag: &'static [u8] = if i % 2 == 0 { b"even" } else { b"odd" };
             store.append(&message(i % 2, tag, &[5u8; 1000])).unwrap();
         }
+        store
+    }
+
+    #[test]
+    fn reads_below_what_this_process_wrote_are_cold_and_out_of_range_offsets_never_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = filled(dir.path());
         assert!(!store.read_is_cold("t", 0, 0), "just written: the hot tail");
         store.close().unwrap();
 
@@ -250,12 +257,7 @@ mod tests {
     #[test]
     fn the_fetcher_reads_an_evicted_backlog_in_and_reads_what_read_into_reads() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        store.ensure_topic("t", 2).unwrap();
-        for i in 0..8000u32 {
-            let tag: &'static [u8] = if i % 2 == 0 { b"even" } else { b"odd" };
-            store.append(&message(i % 2, tag, &[5u8; 1000])).unwrap();
-        }
+        let store = filled(dir.path());
         store.close().unwrap();
         evict(dir.path());
 
