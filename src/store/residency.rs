@@ -5,8 +5,8 @@
 //! tailing one without faulting anything in: a read is cold when it starts below the *hot
 //! tail*, the last [`HOT_TAIL_BYTES`] of the commitlog this process wrote (or when its first
 //! index entry is not in the page cache). [`Fetcher::read`] runs a cold read on a thread that
-//! may block: [`Fetcher::fetch`] first brings in what is not resident, readahead for all of it
-//! at once so the disk serves it together, then the read itself.
+//! may block: it first brings in what is not resident, readahead for all of it at once so the
+//! disk serves it together, then it runs the read itself.
 //!
 //! The fetch walks the read exactly as [`Store::read_into`] will: from the offset, entries
 //! skipped by the tag filter's hash cost an index read only, records are counted until
@@ -82,43 +82,10 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    /// Reads in (and waits for) every index page and record the read would touch: readahead
-    /// for all of them first, so the disk serves them together, then a touch of each page.
-    pub fn fetch(
-        &self,
-        topic: &str,
-        partition: u32,
-        offset: u64,
-        max_bytes: usize,
-        filter: Option<&TagFilter>,
-    ) {
-        let sh = &*self.shared;
-        let Ok(idx) = sh.index_of(topic, partition) else {
-            return;
-        };
-        let next = idx.next.load(Ordering::Acquire);
-        if offset >= next {
-            return;
-        }
-        // The index pages first: the walk reads them, and they are advised random (no
-        // readahead), so one at a time they would cost a disk round trip each.
-        let guess = (max_bytes as u64 / record::HEADER_BYTES as u64 + 1).min(SCAN_ENTRIES_MAX);
-        idx.fetch_entries(offset, guess.min(next - offset));
-        let ranges = walk(sh, &idx, offset, max_bytes, filter);
-        let cold: Vec<&Range> = ranges
-            .iter()
-            .filter(|r| !r.seg.resident(r.start, r.end - r.start))
-            .collect();
-        for r in &cold {
-            r.seg.will_need(r.start, r.end - r.start);
-        }
-        for r in &cold {
-            r.seg.touch(r.start, r.end - r.start);
-        }
-    }
-
-    /// [`Fetcher::fetch`], then the read itself ([`Store::read_into`]), both on the calling
-    /// thread: the event loop receives the records ready to send.
+    /// Runs a read of `topic`/`partition` from `offset` ([`Store::read_into`]) on the calling
+    /// thread, after reading in (and waiting for) every index page and record it will touch
+    /// that is not in the page cache: readahead for all of them first, so the disk serves them
+    /// together, then a touch of each page. The event loop receives the records ready to send.
     pub fn read(
         &self,
         topic: &str,
@@ -128,9 +95,27 @@ impl Fetcher {
         filter: Option<&TagFilter>,
         out: &mut Vec<u8>,
     ) -> Result<ReadOutcome, StoreError> {
-        self.fetch(topic, partition, offset, max_bytes, filter);
-        self.shared
-            .read_into(topic, partition, offset, max_bytes, filter, out)
+        let sh = &*self.shared;
+        let idx = sh.index_of(topic, partition)?;
+        let next = idx.next.load(Ordering::Acquire);
+        if offset < next {
+            // The index pages first: the walk reads them, and they are advised random (no
+            // readahead), so one at a time they would cost a disk round trip each.
+            let guess = (max_bytes as u64 / record::HEADER_BYTES as u64 + 1).min(SCAN_ENTRIES_MAX);
+            idx.fetch_entries(offset, guess.min(next - offset));
+            let ranges = walk(sh, &idx, offset, max_bytes, filter);
+            let cold: Vec<&Range> = ranges
+                .iter()
+                .filter(|r| !r.seg.resident(r.start, r.end - r.start))
+                .collect();
+            for r in &cold {
+                r.seg.will_need(r.start, r.end - r.start);
+            }
+            for r in &cold {
+                r.seg.touch(r.start, r.end - r.start);
+            }
+        }
+        sh.read_into(topic, partition, offset, max_bytes, filter, out)
     }
 }
 
