@@ -236,28 +236,17 @@ impl Broker {
             filter.as_ref(),
             &mut records,
         );
-        let outcome = self.answer_read(g, got, &records, out);
+        let outcome = self.answer_get(g, got, &records, out);
         if records.capacity() <= 4 * self.cfg.get_bytes_max {
             self.scratch = records;
         }
         outcome
     }
 
-    /// Answers a get whose read the fetch thread ran (see [`Broker::get_is_cold`]): `got` and
-    /// `records` are what [`Store::read_into`] returned and appended there.
-    pub fn get_fetched(
-        &mut self,
-        g: &Get<'_>,
-        got: Result<ReadOutcome, StoreError>,
-        records: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Outcome {
-        self.counters.cmd_get += 1;
-        self.answer_read(g, got, records, out)
-    }
-
-    /// The reply to a get from its read: the records, a park (long poll), 301/404, or the error.
-    fn answer_read(
+    /// The reply to a get from its read (`got`, and the `records` it appended): the records, a
+    /// park (long poll), 301/404, or the error. The fetch thread's reads are answered here too
+    /// (see [`Broker::get_is_cold`]).
+    pub fn answer_get(
         &mut self,
         g: &Get<'_>,
         got: Result<ReadOutcome, StoreError>,
@@ -288,10 +277,12 @@ impl Broker {
     }
 
     /// Whether `g` reads the backlog (see `store::residency`), to be read by the fetch thread:
-    /// then its byte budget, and the get is counted as cold.
+    /// then its byte budget, and the get is counted (`cmd_get`, `get_cold`); its reply comes
+    /// from [`Broker::answer_get`].
     pub fn get_is_cold(&mut self, g: &Get<'_>) -> Option<usize> {
         let cold = self.store.read_is_cold(g.topic, g.partition, g.offset);
         if cold {
+            self.counters.cmd_get += 1;
             self.counters.get_cold += 1;
         }
         cold.then(|| (g.max_bytes as usize).min(self.cfg.get_bytes_max))

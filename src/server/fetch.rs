@@ -11,7 +11,7 @@
 //! loop let the get through only when it was under `output_bytes_max`.
 
 use crate::protocol::Get;
-use crate::store::{Fetcher, ReadOutcome, StoreError, TagFilter};
+use crate::store::{Fetcher, ReadOutcome, ReadSpec, StoreError, TagFilter};
 use mio::Waker;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,31 @@ struct Job {
     offset: u64,
     max_bytes: usize,
     filter: Option<TagFilter>,
+}
+
+impl Job {
+    /// Reads the job's get into a spare buffer (or a new one).
+    fn run(self, fetcher: &Fetcher, spare: &Mutex<Vec<Vec<u8>>>) -> Fetched {
+        let mut records = spare
+            .lock()
+            .expect("fetch buffers lock")
+            .pop()
+            .unwrap_or_default();
+        records.clear();
+        let spec = ReadSpec {
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            max_bytes: self.max_bytes,
+            filter: self.filter.as_ref(),
+        };
+        let result = fetcher.read(&spec, &mut records);
+        Fetched {
+            conn: self.conn,
+            ticket: self.ticket,
+            read: ReadDone { result, records },
+        }
+    }
 }
 
 /// A get the fetch thread read: what the read returned and the records it appended.
@@ -52,6 +77,9 @@ pub struct FetchQueue {
     /// A buffer larger than this is dropped rather than kept.
     buffer_bytes_max: usize,
     thread: Option<JoinHandle<()>>,
+    /// Reads a job in the loop should the thread be gone (it cannot panic short of a bug).
+    fetcher: Fetcher,
+    waker: Arc<Waker>,
     next_ticket: u64,
 }
 
@@ -66,31 +94,15 @@ impl FetchQueue {
         let done = Arc::new(Mutex::new(Vec::new()));
         let spare: Arc<Mutex<Vec<Vec<u8>>>> = Arc::new(Mutex::new(Vec::new()));
         let (finished, buffers) = (done.clone(), spare.clone());
+        let (inline, wake) = (fetcher.clone(), waker.clone());
         let thread = std::thread::Builder::new()
             .name("imago-fetch".into())
             .spawn(move || {
                 lower_priority();
                 for job in rx {
-                    let mut records = buffers
-                        .lock()
-                        .expect("fetch buffers lock")
-                        .pop()
-                        .unwrap_or_default();
-                    records.clear();
-                    let result = fetcher.read(
-                        &job.topic,
-                        job.partition,
-                        job.offset,
-                        job.max_bytes,
-                        job.filter.as_ref(),
-                        &mut records,
-                    );
-                    finished.lock().expect("fetch results lock").push(Fetched {
-                        conn: job.conn,
-                        ticket: job.ticket,
-                        read: ReadDone { result, records },
-                    });
-                    let _ = waker.wake();
+                    let f = job.run(&fetcher, &buffers);
+                    finished.lock().expect("fetch results lock").push(f);
+                    let _ = wake.wake();
                 }
             })?;
         Ok(FetchQueue {
@@ -99,14 +111,15 @@ impl FetchQueue {
             spare,
             buffer_bytes_max: 4 * get_bytes_max,
             thread: Some(thread),
+            fetcher: inline,
+            waker,
             next_ticket: 1,
         })
     }
 
     /// Queues the read of `g` (its byte budget clamped to `max_bytes`) for connection `conn`;
-    /// returns the ticket its completion will carry, or `None` when the thread is gone (it
-    /// cannot panic short of a bug): then the loop reads the get itself.
-    pub fn submit(&mut self, conn: usize, g: &Get<'_>, max_bytes: usize) -> Option<u64> {
+    /// returns the ticket its completion will carry.
+    pub fn submit(&mut self, conn: usize, g: &Get<'_>, max_bytes: usize) -> u64 {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         let job = Job {
@@ -118,8 +131,18 @@ impl FetchQueue {
             max_bytes,
             filter: g.tags.as_ref().map(|t| TagFilter::new(t)),
         };
-        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(job).is_ok());
-        sent.then_some(ticket)
+        let unsent = match &self.tx {
+            Some(tx) => tx.send(job).err().map(|e| e.0),
+            None => Some(job),
+        };
+        if let Some(job) = unsent {
+            // The thread is gone: read here (only this read waits for the disk), and report
+            // it done as the thread would.
+            let f = job.run(&self.fetcher, &self.spare);
+            self.done.lock().expect("fetch results lock").push(f);
+            let _ = self.waker.wake();
+        }
+        ticket
     }
 
     /// The fetches finished since the last call.

@@ -518,7 +518,7 @@ impl Server {
                         Request::Get(g) if fetched.is_none() => self
                             .broker
                             .get_is_cold(g)
-                            .and_then(|max_bytes| self.fetch.submit(id, g, max_bytes)),
+                            .map(|max_bytes| self.fetch.submit(id, g, max_bytes)),
                         _ => None,
                     } {
                         Step::Fetch(ticket)
@@ -531,7 +531,7 @@ impl Server {
                         }
                         let outcome = match (&req, fetched) {
                             (Request::Get(g), Some(done)) => {
-                                let o = self.broker.get_fetched(g, done.result, &done.records, out);
+                                let o = self.broker.answer_get(g, done.result, &done.records, out);
                                 self.fetch.recycle(done.records);
                                 o
                             }

@@ -113,6 +113,7 @@ mod retention;
 mod topics;
 
 pub use error::StoreError;
+pub use read::ReadSpec;
 pub use record::{Message, RecordView};
 pub use residency::Fetcher;
 
@@ -507,8 +508,14 @@ impl Store {
         filter: Option<&TagFilter>,
         out: &mut Vec<u8>,
     ) -> Result<ReadOutcome, StoreError> {
-        self.shared
-            .read_into(topic, partition, offset, max_bytes, filter, out)
+        let r = ReadSpec {
+            topic,
+            partition,
+            offset,
+            max_bytes,
+            filter,
+        };
+        self.shared.read_into(&r, out)
     }
 
     /// The first offset whose record was stored at or after `ts_ms` (max when none).

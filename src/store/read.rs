@@ -8,19 +8,31 @@ use super::{index, record, FlushMode, ReadOutcome, Shared, StoreError, TagFilter
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// What one read asks for: a partition, the offset to start at, the byte budget (the first
+/// matching record is returned whatever its size) and the tags to keep (`None`: all).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSpec<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
+    pub offset: u64,
+    pub max_bytes: usize,
+    pub filter: Option<&'a TagFilter>,
+}
+
 impl Shared {
-    /// Appends whole records of a partition, from `offset`, to `out`: the first matching record
-    /// whatever its size, then more while the total stays within `max_bytes`. Caught up:
-    /// `records == 0` and `next_offset == offset`. Outside `[min, max]`: `OffsetOutOfRange`.
+    /// See [`super::Store::read_into`].
     pub(super) fn read_into(
         &self,
-        topic: &str,
-        partition: u32,
-        offset: u64,
-        max_bytes: usize,
-        filter: Option<&TagFilter>,
+        r: &ReadSpec<'_>,
         out: &mut Vec<u8>,
     ) -> Result<ReadOutcome, StoreError> {
+        let ReadSpec {
+            topic,
+            partition,
+            offset,
+            max_bytes,
+            filter,
+        } = *r;
         let idx = self.index_of(topic, partition)?;
         let min = idx.min.load(Ordering::Acquire);
         let max = self.visible_max(&idx, min, idx.next.load(Ordering::Acquire))?;

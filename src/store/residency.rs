@@ -16,7 +16,7 @@
 use super::commitlog::Segment;
 use super::index::{PartIndex, ENTRY_BYTES};
 use super::pages::PAGE_BYTES;
-use super::{record, ReadOutcome, Shared, Store, StoreError, TagFilter, SCAN_ENTRIES_MAX};
+use super::{record, ReadOutcome, ReadSpec, Shared, Store, StoreError, SCAN_ENTRIES_MAX};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -76,7 +76,8 @@ impl Store {
     }
 }
 
-/// Brings the pages of a read into the page cache; see the module documentation.
+/// Runs reads that may wait for the disk; see the module documentation.
+#[derive(Clone)]
 pub struct Fetcher {
     shared: Arc<Shared>,
 }
@@ -86,24 +87,17 @@ impl Fetcher {
     /// thread, after reading in (and waiting for) every index page and record it will touch
     /// that is not in the page cache: readahead for all of them first, so the disk serves them
     /// together, then a touch of each page. The event loop receives the records ready to send.
-    pub fn read(
-        &self,
-        topic: &str,
-        partition: u32,
-        offset: u64,
-        max_bytes: usize,
-        filter: Option<&TagFilter>,
-        out: &mut Vec<u8>,
-    ) -> Result<ReadOutcome, StoreError> {
+    pub fn read(&self, r: &ReadSpec<'_>, out: &mut Vec<u8>) -> Result<ReadOutcome, StoreError> {
         let sh = &*self.shared;
-        let idx = sh.index_of(topic, partition)?;
-        let next = idx.next.load(Ordering::Acquire);
+        let idx = sh.index_of(r.topic, r.partition)?;
+        let (offset, next) = (r.offset, idx.next.load(Ordering::Acquire));
         if offset < next {
             // The index pages first: the walk reads them, and they are advised random (no
             // readahead), so one at a time they would cost a disk round trip each.
-            let guess = (max_bytes as u64 / record::HEADER_BYTES as u64 + 1).min(SCAN_ENTRIES_MAX);
+            let guess =
+                (r.max_bytes as u64 / record::HEADER_BYTES as u64 + 1).min(SCAN_ENTRIES_MAX);
             idx.fetch_entries(offset, guess.min(next - offset));
-            let ranges = walk(sh, &idx, offset, max_bytes, filter);
+            let ranges = walk(sh, &idx, r);
             let cold: Vec<&Range> = ranges
                 .iter()
                 .filter(|r| !r.seg.resident(r.start, r.end - r.start))
@@ -115,18 +109,13 @@ impl Fetcher {
                 r.seg.touch(r.start, r.end - r.start);
             }
         }
-        sh.read_into(topic, partition, offset, max_bytes, filter, out)
+        sh.read_into(r, out)
     }
 }
 
 /// Walks the entries a read from `offset` covers and merges their record ranges.
-fn walk(
-    sh: &Shared,
-    idx: &PartIndex,
-    offset: u64,
-    max_bytes: usize,
-    filter: Option<&TagFilter>,
-) -> Vec<Range> {
+fn walk(sh: &Shared, idx: &PartIndex, r: &ReadSpec<'_>) -> Vec<Range> {
+    let (offset, max_bytes, filter) = (r.offset, r.max_bytes, r.filter);
     let min = idx.min.load(Ordering::Acquire);
     let next = idx.next.load(Ordering::Acquire);
     let mut ranges: Vec<Range> = Vec::new();
@@ -167,7 +156,7 @@ fn walk(
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{Message, Store, StoreConfig, TagFilter};
+    use crate::store::{Message, ReadSpec, Store, StoreConfig, TagFilter};
     use std::os::fd::AsRawFd;
     use std::path::Path;
 
@@ -253,7 +242,16 @@ mod tests {
         let mut fetched = Vec::new();
         let got = store
             .fetcher()
-            .read("t", 0, 0, 1 << 20, Some(&even), &mut fetched)
+            .read(
+                &ReadSpec {
+                    topic: "t",
+                    partition: 0,
+                    offset: 0,
+                    max_bytes: 1 << 20,
+                    filter: Some(&even),
+                },
+                &mut fetched,
+            )
             .unwrap();
         assert!(got.records > 500, "a 1 MiB read returned {got:?}");
         // Partition 0's records lie between partition 1's: the fetch brought the span in.
