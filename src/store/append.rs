@@ -9,7 +9,7 @@
 //! prefetching each entry's slot, and writes the entries last, when their lines have arrived.
 //! The misses overlap instead of being paid one after another.
 
-use super::commitlog::PREFAULT_AHEAD_BYTES;
+use super::commitlog::{CLAIM_STEP_BYTES, PREFAULT_AHEAD_BYTES};
 use super::index::{tag_hash, Entry, PartIndex};
 use super::{now_ms, record, Appended, FlushMode, Message, Shared, Store, StoreError, Writer};
 use std::sync::atomic::Ordering;
@@ -139,6 +139,7 @@ impl Store {
                 .create_segment(w.seg.end())
                 .map_err(|e| self.note_io(e))?;
             let left = (w.seg.end() - w.pos) as usize;
+            w.seg.claim(w.seg.end());
             if left >= record::END_MARKER_BYTES {
                 // SAFETY: writer-only bytes at or past the published write position.
                 record::encode_end(unsafe { w.seg.bytes_mut(w.pos, left) });
@@ -146,8 +147,12 @@ impl Store {
             w.seg = next;
             w.pos = w.seg.base;
             w.warm_end = w.seg.base + PREFAULT_AHEAD_BYTES; // the allocator did the spare's start
+            w.claimed = w.seg.base;
         }
         let pos = w.pos;
+        if pos + bytes as u64 > w.claimed {
+            w.claimed = w.seg.claim(pos + bytes as u64 + CLAIM_STEP_BYTES);
+        }
         let stamp = record::Stamp {
             offset,
             msg_id: (sh.cfg.broker_id as u64) << 48 | (pos & ((1 << 48) - 1)),

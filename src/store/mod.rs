@@ -63,6 +63,10 @@
 //!   (group commit). Neither a process crash nor a power loss loses an acknowledged record
 //!   (given a disk that honours flushes). Consumers see only durable records (reads, offsets
 //!   and [`Store::get_by_id`]), so nobody processes a message that a power loss could take back.
+//!   To keep group commits short the allocator thread writes the log's blocks once ahead of
+//!   the writer (`Segment::write_blocks`: fallocated blocks are *unwritten* extents, and an
+//!   fdatasync into one commits a journal transaction to convert it). So sync mode writes
+//!   about twice the log's bytes to the disk; it runs 1.4-1.6x faster for it.
 //!
 //! A flush publishes `durable_pos` only after the msync and, when a segment was added since
 //! the last flush, an fsync of the commitlog directory (so a new segment's name, created or
@@ -282,6 +286,8 @@ struct Writer {
     next_kick_pos: u64,
     /// The allocator has been asked to prefault the active segment up to here.
     warm_end: u64,
+    /// The writer's claim on the active segment ([`commitlog::Segment::claim`]).
+    claimed: u64,
 }
 
 pub(crate) struct Shared {
@@ -343,8 +349,7 @@ impl Store {
         std::fs::create_dir_all(&log_dir)?;
         let lock = fs::lock_file(&cfg.dir.join("lock"))?.ok_or(StoreError::Locked)?;
         let dir_file = std::fs::File::open(&cfg.dir)?;
-        let small_pages = cfg.flush == FlushMode::Sync;
-        let log = CommitLog::open(&log_dir, cfg.segment_bytes, small_pages)
+        let log = CommitLog::open(&log_dir, cfg.segment_bytes, cfg.flush == FlushMode::Sync)
             .map_err(StoreError::BadDataDir)?;
         let topics = Topics::open(
             &cfg.dir.join("index"),
@@ -370,6 +375,7 @@ impl Store {
                 parts: part_cache::PartCache::default(),
                 next_kick_pos: 0,
                 warm_end: 0,
+                claimed: 0,
             }),
             log,
             topics,
@@ -391,6 +397,8 @@ impl Store {
         {
             let mut w = shared.writer.lock().expect("writer lock");
             shared.opened_pos.store(w.pos, Ordering::Relaxed);
+            // Before the allocator may write blocks ahead: the records below stay untouched.
+            w.claimed = w.seg.claim(w.pos);
             shared.log.request_warm(w.seg.clone(), w.pos);
             w.warm_end = w.pos + commitlog::PREFAULT_AHEAD_BYTES;
             shared.log.request_spare(w.seg.end());
