@@ -65,7 +65,7 @@
 //!   and [`Store::get_by_id`]), so nobody processes a message that a power loss could take back.
 //!   To keep group commits short the allocator thread writes the log's blocks once ahead of
 //!   the writer (`Segment::write_blocks`: fallocated blocks are *unwritten* extents, and an
-//!   fdatasync into one commits a journal transaction to convert it). So sync mode writes
+//!   fdatasync into one also writes the metadata that converts it). So sync mode writes
 //!   about twice the log's bytes to the disk; it runs 1.4-1.6x faster for it.
 //!
 //! A flush publishes `durable_pos` only after the msync and, when a segment was added since
