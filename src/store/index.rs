@@ -216,13 +216,7 @@ impl IndexSeg {
                 return Ok(m.clone());
             }
         }
-        let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
-        let len = self.entries_max * ENTRY_BYTES;
-        let map = MmapOptions::new().len(len as usize).map_raw(&file)?;
-        // Each partition touches its index a page at a time: readahead on a fault would fill
-        // (and zero) large folios of a sparse file for every partition.
-        map.advise(memmap2::Advice::Random)?;
-        let map = Arc::new(map);
+        let map = Arc::new(self.map_entries(self.base, self.end())?);
         let mut guard = self.map.lock().expect("index map lock");
         if let Some(m) = guard.as_ref() {
             return Ok(m.clone());
@@ -233,8 +227,22 @@ impl IndexSeg {
         Ok(map)
     }
 
-    /// A map of the window of [`TAIL_WINDOW_ENTRIES`] entries holding entry `n`, for the
-    /// writer's tail; returns its first entry, its end and the map.
+    /// Maps entries `[first, end)` of this segment (`first - base` a multiple of
+    /// [`TAIL_WINDOW_ENTRIES`], so the offset is page-aligned).
+    fn map_entries(&self, first: u64, end: u64) -> io::Result<MmapRaw> {
+        let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        let map = MmapOptions::new()
+            .offset((first - self.base) * ENTRY_BYTES)
+            .len(((end - first) * ENTRY_BYTES) as usize)
+            .map_raw(&file)?;
+        // Each partition touches its index a page at a time: readahead on a fault would fill
+        // (and zero) large folios of a sparse file for every partition.
+        map.advise(memmap2::Advice::Random)?;
+        Ok(map)
+    }
+
+    /// The window of [`TAIL_WINDOW_ENTRIES`] entries holding entry `n`, which the writer's
+    /// tail maps: its first entry and its end.
     ///
     /// The tail does not use the segment's own map (24 MiB by default). With those, 10,240
     /// partitions written round-robin ran at 43-58% of one partition's rate (store-bench), and
@@ -244,17 +252,9 @@ impl IndexSeg {
     /// Small maps made one after another lie side by side (checked in /proc/PID/maps), so the
     /// tails share page-table pages. Readers keep the segment's map; both see the same page
     /// cache. A window is remapped every 2,048 entries of a partition.
-    fn tail_window(&self, n: u64) -> io::Result<(u64, u64, MmapRaw)> {
+    fn tail_window(&self, n: u64) -> (u64, u64) {
         let first = self.base + (n - self.base) / TAIL_WINDOW_ENTRIES * TAIL_WINDOW_ENTRIES;
-        let end = (first + TAIL_WINDOW_ENTRIES).min(self.end());
-        let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
-        let map = MmapOptions::new()
-            .offset((first - self.base) * ENTRY_BYTES)
-            .len(((end - first) * ENTRY_BYTES) as usize)
-            .map_raw(&file)?;
-        // As for the segment's map: no readahead of large folios on a fault.
-        map.advise(memmap2::Advice::Random)?;
-        Ok((first, end, map))
+        (first, (first + TAIL_WINDOW_ENTRIES).min(self.end()))
     }
 
     /// Allocates file blocks so entries up to and including `n` can be written.
@@ -336,15 +336,16 @@ pub struct PartIndex {
     /// Entries written and published: the partition's max offset.
     pub next: AtomicU64,
     /// Writer tail: the mapped window of the active segment (see [`IndexSeg::tail_window`]),
-    /// its first entry, and the end of the entries already allocated in it. Null when the partition has no tail. Only the writer (under
-    /// the store's writer lock) or recovery reads or changes these.
+    /// its first entry, and the end of the entries already allocated in it. Null when the
+    /// partition has no tail. Only the writer (under the store's writer lock) or recovery
+    /// reads or changes these.
     tail_ptr: AtomicPtr<u8>,
     tail_base: AtomicU64,
     tail_ready_end: AtomicU64,
     /// First offset whose record is still kept.
     pub min: AtomicU64,
-    /// The writer's tail window: its first entry, its end, and its map.
-    tail_map: Mutex<Option<(u64, u64, MmapRaw)>>,
+    /// The map `tail_ptr` points into.
+    tail_map: Mutex<Option<MmapRaw>>,
     dir: PathBuf,
     entries_per_segment: u64,
     budget: Arc<MapBudget>,
@@ -495,21 +496,13 @@ impl PartIndex {
         seg.ensure_allocated(n)?;
         let allocated_end = seg.base + seg.allocated_bytes.load(Ordering::Relaxed) / ENTRY_BYTES;
         let had_tail = !self.tail_ptr.load(Ordering::Relaxed).is_null();
-        let mut tail = self.tail_map.lock().expect("tail lock");
+        let (first, end) = seg.tail_window(n);
         // The window already mapped still holds `n` when only the allocation ran out.
-        let mapped = tail
-            .as_ref()
-            .filter(|t| t.0 <= n && n < t.1 && t.1 <= seg.end());
-        let (first, end) = match mapped {
-            Some(t) => (t.0, t.1),
-            None => {
-                let (first, end, map) = seg.tail_window(n)?;
-                self.tail_ptr.store(map.as_mut_ptr(), Ordering::Relaxed);
-                *tail = Some((first, end, map));
-                (first, end)
-            }
-        };
-        drop(tail);
+        if !(had_tail && self.tail_base.load(Ordering::Relaxed) == first) {
+            let map = seg.map_entries(first, end)?;
+            self.tail_ptr.store(map.as_mut_ptr(), Ordering::Relaxed);
+            *self.tail_map.lock().expect("tail lock") = Some(map);
+        }
         self.tail_base.store(first, Ordering::Relaxed);
         self.tail_ready_end
             .store(end.min(allocated_end), Ordering::Relaxed);
@@ -796,12 +789,12 @@ mod tests {
         let mut windows = Vec::new();
         for i in 0..n {
             assert_eq!(idx.push(&e(i * 100)).unwrap(), i);
-            let tail = idx.tail_map.lock().unwrap();
-            let (first, end, map) = tail.as_ref().unwrap();
-            assert!(*first <= i && i < *end);
-            assert_eq!(map.len() as u64, TAIL_WINDOW_ENTRIES * ENTRY_BYTES);
-            if windows.last() != Some(first) {
-                windows.push(*first);
+            let map_bytes = idx.tail_map.lock().unwrap().as_ref().unwrap().len() as u64;
+            assert_eq!(map_bytes, TAIL_WINDOW_ENTRIES * ENTRY_BYTES);
+            let first = idx.tail_base.load(Ordering::Relaxed);
+            assert!(first <= i && i < first + TAIL_WINDOW_ENTRIES);
+            if windows.last() != Some(&first) {
+                windows.push(first);
             }
         }
         let w = TAIL_WINDOW_ENTRIES;
