@@ -14,6 +14,34 @@ pub fn allocate(file: &File, len: u64) -> io::Result<()> {
     allocate_range(file, 0, len)
 }
 
+/// Starts writeback of the dirty pages of `[offset, offset + len)` of `file` and, with
+/// `wait`, waits until every page of the range is written (sync_file_range(2)). Neither flushes
+/// the device's cache nor writes metadata: this is not durability, only I/O done now and in
+/// small pieces instead of later in one burst.
+pub fn write_back(file: &File, offset: u64, len: u64, wait: bool) -> io::Result<()> {
+    let flags = if wait {
+        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER
+    } else {
+        libc::SYNC_FILE_RANGE_WRITE
+    };
+    // SAFETY: a plain syscall on an open file descriptor; no memory is passed.
+    let rc = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            flags,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Reserves real blocks for `[offset, offset + len)` of `file`, as [`allocate`] does.
 pub fn allocate_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
     // SAFETY: plain syscall on a valid, owned descriptor.

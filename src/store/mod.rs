@@ -66,7 +66,9 @@
 //!   To keep group commits short the allocator thread writes the log's blocks once ahead of
 //!   the writer (`Segment::write_blocks`: fallocated blocks are *unwritten* extents, and an
 //!   fdatasync into one also writes the metadata that converts it). So sync mode writes
-//!   about twice the log's bytes to the disk; it runs 1.4-1.6x faster for it.
+//!   about twice the log's bytes to the disk; it runs 1.4-1.6x faster for it. That writing is
+//!   paced by the writer's rate, in 256 KiB steps, so it never queues a long write in front
+//!   of a group commit.
 //!
 //! A flush publishes `durable_pos` only after the msync and, when a segment was added since
 //! the last flush, an fsync of the commitlog directory (so a new segment's name, created or
