@@ -83,6 +83,7 @@ impl Store {
             results.push(result);
         }
         // Pass 3: write the entries, then publish each partition's new end.
+        write_stage(sh, w);
         publish(&mut pending);
         let end = w.pos;
         sh.counters
@@ -127,6 +128,7 @@ impl Store {
         if !idx.is_prepared(offset) {
             // Preparing may move the partition's tail to a new segment: write what is held
             // back first, so no pending entry refers to the old tail.
+            write_stage(sh, w);
             publish(pending);
             offset = idx.next.load(Ordering::Relaxed);
             let idx = w.parts.get(&sh.topics, msg.topic, msg.partition)?;
@@ -138,6 +140,7 @@ impl Store {
                 .log
                 .create_segment(w.seg.end())
                 .map_err(|e| self.note_io(e))?;
+            write_stage(sh, w);
             let left = (w.seg.end() - w.pos) as usize;
             w.seg.claim(w.seg.end());
             if left >= record::END_MARKER_BYTES {
@@ -158,9 +161,19 @@ impl Store {
             msg_id: (sh.cfg.broker_id as u64) << 48 | (pos & ((1 << 48) - 1)),
             store_ts_ms: ts,
         };
-        // SAFETY: writer-only bytes at or past the published write position, inside the
-        // segment (checked above).
-        record::encode(unsafe { w.seg.bytes_mut(pos, bytes) }, msg, stamp);
+        if sh.cfg.flush == FlushMode::Sync {
+            if w.stage.is_empty() {
+                w.stage_pos = pos;
+            }
+            debug_assert_eq!(w.stage_pos + w.stage.len() as u64, pos);
+            let at = w.stage.len();
+            w.stage.resize(at + bytes, 0);
+            record::encode(&mut w.stage[at..], msg, stamp);
+        } else {
+            // SAFETY: writer-only bytes at or past the published write position, inside the
+            // segment (checked above).
+            record::encode(unsafe { w.seg.bytes_mut(pos, bytes) }, msg, stamp);
+        }
         let tag_hash = tag_hash(msg.tag);
         pending.push(Pending {
             idx: part,
@@ -173,7 +186,9 @@ impl Store {
             },
         });
         w.pos = pos + bytes as u64;
-        sh.log.write_pos.store(w.pos, Ordering::Release);
+        if w.stage.is_empty() {
+            sh.log.write_pos.store(w.pos, Ordering::Release);
+        }
         if w.pos + PREFAULT_AHEAD_BYTES / 2 >= w.warm_end && w.warm_end < w.seg.end() {
             sh.log.request_warm(w.seg.clone(), w.warm_end);
             w.warm_end += PREFAULT_AHEAD_BYTES;
@@ -199,6 +214,26 @@ fn next_offset(idx: &PartIndex, part: *const PartIndex, pending: &[Pending]) -> 
         Some(p) => p.offset + 1,
         None => idx.next.load(Ordering::Relaxed),
     }
+}
+
+/// sync mode: writes the staged records to the segment with one pwrite, then publishes the
+/// write position. Should the pwrite fail (an I/O error), the records are written through the
+/// mapping instead: they are already assigned offsets, and the next msync reports the error.
+fn write_stage(sh: &Shared, w: &mut Writer) {
+    if w.stage.is_empty() {
+        return;
+    }
+    if let Err(e) = w.seg.write_at(w.stage_pos, &w.stage) {
+        log::error!(
+            "commitlog pwrite at {}: {e}; writing through the map",
+            w.stage_pos
+        );
+        // SAFETY: the writer's claimed bytes at the (unpublished) write position, inside the
+        // segment: write_record staged them there.
+        unsafe { w.seg.bytes_mut(w.stage_pos, w.stage.len()) }.copy_from_slice(&w.stage);
+    }
+    w.stage.clear();
+    sh.log.write_pos.store(w.pos, Ordering::Release);
 }
 
 /// Writes the held-back entries in order and publishes each partition's end after its entry.

@@ -131,6 +131,16 @@ impl Segment {
         }
     }
 
+    /// Writes `bytes` at absolute position `pos` with pwrite(2): into the page cache the
+    /// mapping shows, without dirtying the mapping's page-table entries (see `append.rs`).
+    /// The contract of [`Segment::bytes_mut`]: only the writer, only claimed bytes at or past
+    /// the published write position.
+    pub fn write_at(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        assert!(pos >= self.base && pos + bytes.len() as u64 <= self.end());
+        self.file.write_all_at(bytes, pos - self.base)
+    }
+
     /// Faults in the pages of `[from, from + bytes)` (clamped to the segment) read-only ahead
     /// of the writer, so its writes take only light write-protect faults instead of reading
     /// (zero-filling) fresh blocks itself. Nothing is dirtied. The kernel's readahead may fault

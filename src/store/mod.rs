@@ -290,6 +290,11 @@ struct Writer {
     warm_end: u64,
     /// The writer's claim on the active segment ([`commitlog::Segment::claim`]).
     claimed: u64,
+    /// sync mode: records encoded but not yet written to the segment (see `append.rs`);
+    /// empty outside an append.
+    stage: Vec<u8>,
+    /// The log position of `stage[0]`.
+    stage_pos: u64,
 }
 
 pub(crate) struct Shared {
@@ -378,6 +383,8 @@ impl Store {
                 next_kick_pos: 0,
                 warm_end: 0,
                 claimed: 0,
+                stage: Vec::new(),
+                stage_pos: 0,
             }),
             log,
             topics,
