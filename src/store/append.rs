@@ -3,6 +3,14 @@
 //! index entry written to its partition's index; the partition's `next` (its max offset) is
 //! published only after the entry is written, so readers never see an offset without its entry.
 //!
+//! Sync mode: the records are encoded into a staging buffer instead and written with one
+//! pwrite per batch (and before a roll or an index tail move), then the write position is
+//! published, then the entries. Written through the map, each page a group commit cleaned was
+//! write-protected (a TLB shootdown on every core running the broker) and the writer's next
+//! record into it took a fault; a pwrite fills the same page cache, which the readers' map
+//! shows, and leaves its page-table entries clean. Async mode has no group commits cleaning
+//! the tail and keeps the map (no syscall per batch).
+//!
 //! A batch is pipelined for the many-partition case: with thousands of partitions every
 //! append lands on a different index page and partition state, each a cache (and TLB) miss.
 //! The batch prefetches every message's partition state first, then writes the records while
