@@ -10,13 +10,13 @@
 //! complete request already received but not handled with 503 `shutting down` (output limit
 //! permitting, in order); close each connection once its output is sent.
 //!
-//! Fairness: a connection's turn is bounded ([`TURN_ROUNDS_MAX`], [`TURN_BYTES_MAX`]); one
+//! Fairness: a connection's turn is bounded (`TURN_ROUNDS_MAX`, `TURN_BYTES_MAX`); one
 //! with work left is driven again after the next poll, so a client that pipelines as fast as
 //! it reads cannot hold the loop. Cold reads: a get of the backlog (below the hot tail, see
 //! `store::residency`) is read by the fetch thread (`fetch.rs`) and its connection waits, in
 //! order; the loop never waits for the disk on a read, nor checks a backlog's CRCs.
 //!
-//! Sync flush mode: a put's reply is held (see [`conn::Conn::hold_until`]) until the store's
+//! Sync flush mode: a put's reply is held (see `conn::Conn::hold_until`) until the store's
 //! flush thread reports its group commit through a [`mio::Waker`]; the loop never blocks on
 //! the disk.
 

@@ -114,7 +114,7 @@ impl MapBudget {
     }
 
     /// Maps open now: segment maps plus writer tails (each tail is a map of its own, a
-    /// window: see [`IndexSeg::tail_window`]).
+    /// window: see `IndexSeg::tail_window`).
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed) + self.tails.lock().expect("tails lock").len()
     }
