@@ -30,6 +30,10 @@ const KICK_EVERY_BYTES: u64 = 1 << 20;
 /// Index entries a batch holds back before writing them (the prefetch distance is the batch).
 const BATCH_MAX: usize = 64;
 
+/// sync mode: the staged records are written once they reach this size, so a batch of large
+/// puts (up to 64 of `body_bytes_max`) does not stage hundreds of MiB.
+const STAGE_BYTES_MAX: usize = 1 << 20;
+
 /// An entry written to the commitlog whose index entry is not written yet.
 struct Pending {
     /// The partition's index; kept alive by the writer's part cache (see `part_ptr`).
@@ -177,6 +181,9 @@ impl Store {
             let at = w.stage.len();
             w.stage.resize(at + bytes, 0);
             record::encode(&mut w.stage[at..], msg, stamp);
+            if w.stage.len() >= STAGE_BYTES_MAX {
+                write_stage(sh, w);
+            }
         } else {
             // SAFETY: writer-only bytes at or past the published write position, inside the
             // segment (checked above).
@@ -241,6 +248,9 @@ fn write_stage(sh: &Shared, w: &mut Writer) {
         unsafe { w.seg.bytes_mut(w.stage_pos, w.stage.len()) }.copy_from_slice(&w.stage);
     }
     w.stage.clear();
+    if w.stage.capacity() > 2 * STAGE_BYTES_MAX {
+        w.stage = Vec::new(); // a large record's buffer is not kept
+    }
     sh.log.write_pos.store(w.pos, Ordering::Release);
 }
 

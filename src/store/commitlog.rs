@@ -22,7 +22,8 @@ pub struct Segment {
     pub len: u64,
     pub path: PathBuf,
     map: MmapRaw,
-    /// The open file, for [`Segment::write_blocks`]' writeback.
+    /// The open file: the sync-mode writer's pwrites ([`Segment::write_at`]) and
+    /// [`Segment::write_blocks`]' writeback.
     file: std::fs::File,
     /// The writer's claim (absolute position): it writes only below it, and
     /// [`Segment::write_blocks`] never touches a byte below it. Only grows.
@@ -39,7 +40,7 @@ pub const BLOCK_STEP_BYTES: u64 = 256 << 10;
 /// The longest pause between two steps of [`Segment::write_blocks`].
 const BLOCK_PACE_MAX: Duration = Duration::from_millis(20);
 /// [`Segment::write_blocks`] stops pacing once the writer's claim is this close behind.
-pub const BLOCK_LEAD_BYTES: u64 = 8 << 20;
+const BLOCK_LEAD_BYTES: u64 = 8 << 20;
 
 /// Suffix of a segment made ahead of need and not yet adopted: it can never be mistaken for
 /// (or removed as) a live segment. Leftovers are deleted at open, except one that starts where
@@ -543,7 +544,7 @@ impl CommitLog {
         let len = self.segment_bytes;
         let sync_flush = self.sync_flush.load(Ordering::Relaxed);
         // sync mode paces `write_blocks` by the writer: a window is asked for once per
-        // PREFAULT_AHEAD_BYTES written, and is spread over half the time the last one took.
+        // PREFAULT_AHEAD_BYTES written, and is spread over 90% of the time the last one took.
         let mut last_warm: Option<Instant> = None;
         let spare_w = spare.clone();
         let mut warm = move |seg: &Segment, from: u64, to: u64| {
