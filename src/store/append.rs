@@ -238,7 +238,7 @@ fn write_stage(sh: &Shared, w: &mut Writer) {
     if w.stage.is_empty() {
         return;
     }
-    if let Err(e) = w.seg.write_at(w.stage_pos, &w.stage) {
+    if let Err(e) = pwrite_stage(w) {
         log::error!(
             "commitlog pwrite at {}: {e}; writing through the map",
             w.stage_pos
@@ -252,6 +252,19 @@ fn write_stage(sh: &Shared, w: &mut Writer) {
         w.stage = Vec::new(); // a large record's buffer is not kept
     }
     sh.log.write_pos.store(w.pos, Ordering::Release);
+}
+
+/// One pwrite of the stage at its position, through the writer's descriptor of its segment
+/// (opened when the segment changed).
+fn pwrite_stage(w: &mut Writer) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let (base, end) = (w.seg.base, w.seg.end());
+    assert!(w.stage_pos >= base && w.stage_pos + w.stage.len() as u64 <= end);
+    if w.seg_file.as_ref().is_none_or(|(b, _)| *b != base) {
+        w.seg_file = Some((base, w.seg.open_file()?));
+    }
+    let (_, file) = w.seg_file.as_ref().expect("opened above");
+    file.write_all_at(&w.stage, w.stage_pos - base)
 }
 
 /// Writes the held-back entries in order and publishes each partition's end after its entry.

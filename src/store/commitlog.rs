@@ -22,9 +22,6 @@ pub struct Segment {
     pub len: u64,
     pub path: PathBuf,
     map: MmapRaw,
-    /// The open file: the sync-mode writer's pwrites ([`Segment::write_at`]) and
-    /// [`Segment::write_blocks`]' writeback.
-    file: std::fs::File,
     /// The writer's claim (absolute position): it writes only below it, and
     /// [`Segment::write_blocks`] never touches a byte below it. Only grows.
     claim: Mutex<u64>,
@@ -76,7 +73,6 @@ impl Segment {
             len,
             path,
             map,
-            file,
             claim: Mutex::new(base),
         })
     }
@@ -97,7 +93,6 @@ impl Segment {
             len,
             path: path.to_path_buf(),
             map,
-            file,
             claim: Mutex::new(base),
         })
     }
@@ -132,14 +127,12 @@ impl Segment {
         }
     }
 
-    /// Writes `bytes` at absolute position `pos` with pwrite(2): into the page cache the
-    /// mapping shows, without dirtying the mapping's page-table entries (see `append.rs`).
-    /// The contract of [`Segment::bytes_mut`]: only the writer, only claimed bytes at or past
-    /// the published write position.
-    pub fn write_at(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        assert!(pos >= self.base && pos + bytes.len() as u64 <= self.end());
-        self.file.write_all_at(bytes, pos - self.base)
+    /// Opens the segment's file for writing. Segments keep no descriptor of their own (a
+    /// store holds one per GiB of log, and descriptors are budgeted for connections): the
+    /// sync-mode writer keeps one for the segment it writes, and [`Segment::write_blocks`]
+    /// opens one per call.
+    pub fn open_file(&self) -> io::Result<std::fs::File> {
+        OpenOptions::new().read(true).write(true).open(&self.path)
     }
 
     /// Faults in the pages of `[from, from + bytes)` (clamped to the segment) read-only ahead
@@ -198,6 +191,7 @@ impl Segment {
         stop: &AtomicBool,
     ) -> io::Result<()> {
         const PAGE: u64 = 4096;
+        let file = self.open_file()?;
         let to = to.min(self.end());
         let mut at = from.max(self.base);
         let mut dirtied: Option<u64> = None;
@@ -221,7 +215,7 @@ impl Segment {
             drop(claim);
             if start < step_end {
                 dirtied.get_or_insert(start);
-                fs::write_back(&self.file, start - self.base, step_end - start, false)?;
+                fs::write_back(&file, start - self.base, step_end - start, false)?;
             }
             at = step_end;
             if stop.load(Ordering::Relaxed) {
@@ -232,7 +226,7 @@ impl Segment {
             }
         }
         match dirtied {
-            Some(first) => fs::write_back(&self.file, first - self.base, at - first, true),
+            Some(first) => fs::write_back(&file, first - self.base, at - first, true),
             None => Ok(()),
         }
     }

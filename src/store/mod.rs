@@ -295,6 +295,8 @@ struct Writer {
     stage: Vec<u8>,
     /// The log position of `stage[0]`.
     stage_pos: u64,
+    /// sync mode: the file of the segment the stage is written to, with that segment's base.
+    seg_file: Option<(u64, std::fs::File)>,
 }
 
 pub(crate) struct Shared {
@@ -385,6 +387,7 @@ impl Store {
                 claimed: 0,
                 stage: Vec::new(),
                 stage_pos: 0,
+                seg_file: None,
             }),
             log,
             topics,
