@@ -94,16 +94,18 @@ impl Store {
             }
             results.push(result);
         }
+        // Counted before the staged records' write position is published: a flush that
+        // covers them (it reads the write position, then this count) counts them too.
+        sh.counters
+            .appended_records
+            .fetch_add(records, Ordering::Release);
+        sh.counters
+            .appended_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
         // Pass 3: write the entries, then publish each partition's new end.
         write_stage(sh, w);
         publish(&mut pending);
         let end = w.pos;
-        sh.counters
-            .appended_records
-            .fetch_add(records, Ordering::Relaxed);
-        sh.counters
-            .appended_bytes
-            .fetch_add(bytes, Ordering::Relaxed);
         if sh.cfg.flush == FlushMode::Async && records > 0 {
             let dirty = end - sh.log.durable_pos.load(Ordering::Relaxed);
             if dirty >= sh.cfg.flush_dirty_bytes && end >= w.next_kick_pos {

@@ -146,8 +146,11 @@ fn run(sh: &Shared) {
             s.kicked = false;
             (kicked, s.stop)
         };
-        let records = sh.counters.appended_records.load(Ordering::Acquire);
+        // The write position first: a sync-mode batch is counted before its position is
+        // published, so `records` includes every record `target` covers (it may run a batch
+        // ahead). Async mode publishes per record, so there the count may lag by a batch.
         let target = sh.log.write_pos.load(Ordering::Acquire);
+        let records = sh.counters.appended_records.load(Ordering::Acquire);
         let durable = sh.log.durable_pos.load(Ordering::Acquire);
         let due = kicked || stop || last_flush.elapsed() >= interval;
         if due {
