@@ -70,6 +70,12 @@ pub struct Conn {
     pub fetching: Option<u64>,
     /// The read of the get at the head of the input, run by the fetch thread: answer from it.
     pub fetched: Option<ReadDone>,
+    /// The socket may have input: set by every readable event, cleared once a read found it
+    /// drained (a short read or WouldBlock). Readiness is edge-triggered, and every arrival
+    /// after a short read raises a new event, so a drive that is not for a readable event
+    /// (a group commit releasing replies, a drained output) makes no read that can only say
+    /// WouldBlock: two syscalls per connection and group commit in sync mode.
+    pub maybe_readable: bool,
 }
 
 /// What a fill of the input buffer ended with.
@@ -104,6 +110,7 @@ impl Conn {
             writable_interest: false,
             fetching: None,
             fetched: None,
+            maybe_readable: true,
         }
     }
 
@@ -122,9 +129,20 @@ impl Conn {
         self.start += n;
     }
 
-    /// Reads from the socket until it would block, the peer closes, or `cap` bytes are
-    /// buffered. Returns the bytes read and how it ended.
-    pub fn fill(&mut self, cap: usize) -> io::Result<(usize, Fill)> {
+    /// Reads from the socket until it is drained (WouldBlock, or with `short_drains` a read
+    /// shorter than asked), the peer closes, or `cap` bytes are buffered. Returns the bytes
+    /// read and how it ended. Makes no read when no readable event came since the socket was
+    /// last found drained.
+    ///
+    /// `short_drains` suits a peer that waits for replies the read cannot have prompted (sync
+    /// mode holds put acks until the group commit): the read after a short one would only
+    /// say WouldBlock. Where acks go out while input is handled (async mode), the client
+    /// answers them at once, and reading again finds its next puts without a trip through
+    /// the poll (-9% puts/s at one connection, depth 100, when short reads stopped there).
+    pub fn fill(&mut self, cap: usize, short_drains: bool) -> io::Result<(usize, Fill)> {
+        if !self.maybe_readable {
+            return Ok((0, Fill::Drained));
+        }
         if self.start > 0
             && (self.start == self.filled || self.filled + READ_CHUNK_BYTES > self.inbuf.len())
         {
@@ -151,9 +169,14 @@ impl Conn {
                 Ok(n) => {
                     self.filled += n;
                     total += n;
+                    if short_drains && self.filled < end {
+                        self.maybe_readable = false;
+                        return Ok((total, Fill::Drained));
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Ok((total, Fill::Drained))
+                    self.maybe_readable = false;
+                    return Ok((total, Fill::Drained));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -295,8 +318,55 @@ mod tests {
         let deadline = Instant::now() + std::time::Duration::from_secs(5);
         while got < n {
             assert!(Instant::now() < deadline, "only {got} of {n} bytes arrived");
-            got += conn.fill(1 << 20).unwrap().0;
+            conn.maybe_readable = true; // as the readable event would
+            got += conn.fill(1 << 20, false).unwrap().0;
         }
+    }
+
+    /// Waits until the broker's side of `conn` has `n` bytes to read.
+    fn wait_readable(conn: &Conn, n: usize) {
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let mut peek = vec![0u8; n];
+        while conn.sock.peek(&mut peek).unwrap_or(0) < n {
+            assert!(Instant::now() < deadline, "{n} bytes did not arrive");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn no_read_is_made_after_the_socket_was_found_drained_until_a_readable_event() {
+        let (mut conn, mut client) = pair();
+        client.write_all(b"version\r\n").unwrap();
+        fill_exactly(&mut conn, 9);
+        // Drained: the read after the data said WouldBlock.
+        assert_eq!(conn.fill(1 << 20, false).unwrap(), (0, Fill::Drained));
+        assert!(!conn.maybe_readable);
+        client.write_all(b"stats\r\n").unwrap();
+        wait_readable(&conn, 7);
+        assert_eq!(
+            conn.fill(1 << 20, false).unwrap(),
+            (0, Fill::Drained),
+            "read without a readable event"
+        );
+        conn.maybe_readable = true;
+        assert_eq!(conn.fill(1 << 20, false).unwrap(), (7, Fill::Drained));
+        assert_eq!(conn.input(), b"version\r\nstats\r\n");
+    }
+
+    #[test]
+    fn with_short_drains_a_short_read_ends_the_fill_as_drained() {
+        let (mut conn, mut client) = pair();
+        client.write_all(b"version\r\n").unwrap();
+        wait_readable(&conn, 9);
+        assert_eq!(conn.fill(1 << 20, true).unwrap(), (9, Fill::Drained));
+        assert!(!conn.maybe_readable, "a short read drained the socket");
+        // Without short_drains the same read is followed by one that says WouldBlock, and
+        // both end drained: the difference is only the syscall.
+        client.write_all(b"stats\r\n").unwrap();
+        wait_readable(&conn, 7);
+        conn.maybe_readable = true;
+        assert_eq!(conn.fill(1 << 20, false).unwrap(), (7, Fill::Drained));
+        assert!(!conn.maybe_readable);
     }
 
     #[test]

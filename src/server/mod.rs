@@ -190,6 +190,9 @@ impl Server {
                     Token(t) => {
                         let id = t - FIRST_CONN;
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            if let Some(c) = self.conns.get_mut(id) {
+                                c.maybe_readable = true;
+                            }
                             self.on_readable(id);
                         }
                         if event.is_writable() {
@@ -332,6 +335,7 @@ impl Server {
     fn drive(&mut self, id: usize) {
         let cap = self.input_cap();
         let output_max = self.broker.config().output_bytes_max;
+        let short_drains = self.broker.config().flush == crate::store::FlushMode::Sync;
         let (mut rounds, mut turn_bytes) = (0, 0);
         loop {
             let Some(conn) = self.conns.get_mut(id) else {
@@ -348,7 +352,7 @@ impl Server {
                 return;
             };
             if !conn.closing && conn.unsent() < output_max {
-                match conn.fill(cap) {
+                match conn.fill(cap, short_drains) {
                     Ok((n, how)) => {
                         self.broker.counters.bytes_read += n as u64;
                         moved += n;
