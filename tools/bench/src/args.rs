@@ -13,6 +13,7 @@ const SWITCHES: &[&str] = &[
     "broker-chooses",
     "plain",
     "no-peers",
+    "cold-keep-cache",
     "help",
 ];
 

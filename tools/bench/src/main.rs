@@ -70,7 +70,8 @@ mixed:    as latency, without pacing
 accumulate: --count (10M) --connections (2) --depth (100) --partitions (16); then (imago)
           restart the broker with its page cache dropped and pace --cold-connections (1)
           producers at --cold-rate (10000/s) for --cold-seconds (10; 0 skips), alone, then
-          while --consumers (1) read the cold backlog as a group: p99 put latency ratio
+          while --consumers (1) read the cold backlog as a group: p99 put latency ratio;
+          --cold-keep-cache: the control run, the backlog left in the page cache
 memory:   --partitions (10000) --connections (1000) --depth (8) --count (10M)
           --consumers (1000) --consume-seconds (10); --preload N first writes N messages with
           --preload-connections (2) x --preload-depth (100) over the same partitions
@@ -331,6 +332,7 @@ fn run(cmd: &str, a: &Args) -> Result<(), String> {
                 rate: a.num("cold-rate", 10_000.0)?,
                 connections: a.num("cold-connections", 1)?,
                 consumers: consumers(a, 1)?,
+                keep_cache: a.has("cold-keep-cache"),
             };
             a.finish()?;
             let cold = (cold_s > 0.0).then_some(&cold);

@@ -748,6 +748,9 @@ pub struct ColdRead {
     pub rate: f64,
     pub connections: u32,
     pub consumers: Consumers,
+    /// The control run: the broker restarts but the backlog stays in the page cache, so what
+    /// the reading costs producers without any disk read shows apart from what the disk adds.
+    pub keep_cache: bool,
 }
 
 pub fn accumulate(o: &Opts, l: &Load, cold: Option<&ColdRead>) -> Result<Obj, String> {
@@ -824,11 +827,18 @@ fn cold_read(
     let cached0 = sys::page_cache_kib();
     let mut files = 0;
     srv.restart_imago(&o.servers, &start_opts(l.partitions, l.size), |dir| {
-        files = sys::evict_page_cache(dir);
+        if !c.keep_cache {
+            files = sys::evict_page_cache(dir);
+        }
     })?;
     let cached1 = sys::page_cache_kib();
     eprintln!(
-        "  restarted with the backlog evicted: {files} files advised, page cache {:.2} -> {:.2} GB",
+        "  restarted with the backlog {}: {files} files advised, page cache {:.2} -> {:.2} GB",
+        if c.keep_cache {
+            "left in the page cache"
+        } else {
+            "evicted"
+        },
         cached0 as f64 / 1048576.0,
         cached1 as f64 / 1048576.0
     );
@@ -866,7 +876,8 @@ fn cold_read(
     let p99 = |h: &hdrhistogram::Histogram<u64>| h.value_at_quantile(0.99) as f64 / 1000.0;
     let ratio = p99(&reading.ack_latency) / p99(&alone.ack_latency).max(1e-9);
     let mut j = Obj::new();
-    j.i("evicted_files", files as i64)
+    j.b("page_cache_kept", c.keep_cache)
+        .i("evicted_files", files as i64)
         .i("page_cache_kib_before", cached0 as i64)
         .i("page_cache_kib_after", cached1 as i64)
         .f("rate_target", c.rate)
@@ -885,7 +896,7 @@ fn cold_read(
         .i("errors", (alone.errors + reading.errors) as i64);
     cpu.fill(srv, &mut j, reading.acked);
     eprintln!(
-        "  put ack alone {}; while reading the cold backlog {} (p99 x{ratio:.2}); read {} msgs ({}msg/s)",
+        "  put ack alone {}; while reading the backlog {} (p99 x{ratio:.2}); read {} msgs ({}msg/s)",
         lat_str(&alone.ack_latency),
         lat_str(&reading.ack_latency),
         thousands(cr.delivered),
