@@ -71,10 +71,11 @@ pub struct Conn {
     /// The read of the get at the head of the input, run by the fetch thread: answer from it.
     pub fetched: Option<ReadDone>,
     /// The socket may have input: set by every readable event, cleared once a read found it
-    /// drained (a short read or WouldBlock). Readiness is edge-triggered, and every arrival
-    /// after a short read raises a new event, so a drive that is not for a readable event
-    /// (a group commit releasing replies, a drained output) makes no read that can only say
-    /// WouldBlock: two syscalls per connection and group commit in sync mode.
+    /// drained (WouldBlock, or in sync mode a short read: see [`Conn::fill`]). Readiness is
+    /// edge-triggered, and every arrival after a read raises a new event, so a drive that is
+    /// not for a readable event (a group commit releasing replies, a drained output) makes
+    /// no read that can only say WouldBlock: in sync mode that was about four reads per
+    /// connection and group commit.
     pub maybe_readable: bool,
 }
 

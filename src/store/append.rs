@@ -94,11 +94,11 @@ impl Store {
             }
             results.push(result);
         }
-        // Counted before the staged records' write position is published: a flush that
-        // covers them (it reads the write position, then this count) counts them too.
+        // Counted before the staged records' write position is published (a release store): a
+        // flush that covers them (it reads the write position, then this count) counts them.
         sh.counters
             .appended_records
-            .fetch_add(records, Ordering::Release);
+            .fetch_add(records, Ordering::Relaxed);
         sh.counters
             .appended_bytes
             .fetch_add(bytes, Ordering::Relaxed);

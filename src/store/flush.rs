@@ -148,7 +148,8 @@ fn run(sh: &Shared) {
         };
         // The write position first: a sync-mode batch is counted before its position is
         // published, so `records` includes every record `target` covers (it may run a batch
-        // ahead). Async mode publishes per record, so there the count may lag by a batch.
+        // ahead). Async mode publishes per record, and sync mode writes a stage over 1 MiB
+        // before the batch ends, so there the count may lag by a batch.
         let target = sh.log.write_pos.load(Ordering::Acquire);
         let records = sh.counters.appended_records.load(Ordering::Acquire);
         let durable = sh.log.durable_pos.load(Ordering::Acquire);
