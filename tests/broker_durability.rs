@@ -304,6 +304,38 @@ fn sync_flush_acknowledged_put_is_visible_to_the_next_get() {
     }
 }
 
+/// In sync mode a read shorter than asked counts as draining the socket (the client is
+/// waiting for acks), so the rest of a request must come in with the next readable event: a
+/// put sent in pieces, and puts trickling in while earlier ones wait for their group commit,
+/// are all acknowledged, in order.
+#[test]
+fn sync_flush_answers_puts_that_arrive_in_pieces_and_trickle_in() {
+    let broker = Broker::start(&["--flush", "sync"]);
+    let mut conn = broker.connect();
+    conn.stream().set_nodelay(true).unwrap();
+    let cmd = put_cmd("pieces", 0, 0, b"a body sent in pieces", 7);
+    for piece in cmd.chunks(5) {
+        conn.send(piece);
+        thread::sleep(Duration::from_millis(5));
+    }
+    let (_, _, offset) = parse_put_ack(&conn.read_reply().expect_result(200, 7));
+    assert_eq!(offset, 0);
+    for i in 1..=20 {
+        conn.send(&put_cmd(
+            "pieces",
+            0,
+            0,
+            format!("trickle {i}").as_bytes(),
+            100 + i,
+        ));
+        thread::sleep(Duration::from_millis(1));
+    }
+    for i in 1..=20 {
+        let (_, _, offset) = parse_put_ack(&conn.read_reply().expect_result(200, 100 + i));
+        assert_eq!(offset, i as u64, "acks in order");
+    }
+}
+
 /// What one producer saw acknowledged: (topic, partition, offset, body).
 type Acked = Vec<(String, u32, u64, Vec<u8>)>;
 
