@@ -190,9 +190,6 @@ impl Server {
                     Token(t) => {
                         let id = t - FIRST_CONN;
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            if let Some(c) = self.conns.get_mut(id) {
-                                c.maybe_readable = true;
-                            }
                             self.on_readable(id);
                         }
                         if event.is_writable() {
@@ -319,7 +316,11 @@ impl Server {
         l.line_bytes_max + l.body_bytes_max
     }
 
+    /// A readable event (input, the peer's close, an error): the socket may have input again.
     fn on_readable(&mut self, id: usize) {
+        if let Some(c) = self.conns.get_mut(id) {
+            c.maybe_readable = true;
+        }
         self.drive(id);
     }
 
