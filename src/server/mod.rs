@@ -11,8 +11,9 @@
 //! permitting, in order); close each connection once its output is sent.
 //!
 //! Fairness: a connection's turn is bounded (`TURN_ROUNDS_MAX`, `TURN_BYTES_MAX`); one
-//! with work left is driven again after the next poll, so a client that pipelines as fast as
-//! it reads cannot hold the loop. Cold reads: a get of the backlog (below the hot tail, see
+//! with work left is driven again once every connection with an event in the same poll has
+//! had its turn, and after each poll from then on, so a client that pipelines as fast as it
+//! reads cannot hold the loop. Cold reads: a get of the backlog (below the hot tail, see
 //! `store::residency`) is read by the fetch thread (`fetch.rs`) and its connection waits, in
 //! order; the loop never waits for the disk on a read, nor checks a backlog's CRCs.
 //!
@@ -89,7 +90,8 @@ pub struct Server {
 }
 
 /// A connection's turn: the rounds of read-process-write, and the bytes moved, after which
-/// [`Server::drive`] leaves it for the other connections and comes back after the next poll.
+/// [`Server::drive`] leaves it for the other connections and comes back once those with an
+/// event in the same poll have had theirs.
 /// Without a bound a client that pipelines as fast as replies come back (a consumer draining
 /// a backlog) keeps one `drive` going for as long as it reads, and every other connection,
 /// producers included, waits that long. A turn also ends once it wrote `TURN_BYTES_MAX` of

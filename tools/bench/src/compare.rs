@@ -1,5 +1,6 @@
 //! The standard comparison set: the issue's targets (1) to (5), each peer measured in the same
-//! invocation so the ratios compare like with like on this machine at this moment.
+//! invocation so the ratios compare like with like on this machine at this moment. Targets (1)
+//! to (3) alternate imago's runs with the peers' (`--pairs`, 3) and judge the median ratio.
 
 use crate::json::{Obj, J};
 use crate::report::{rate_str, thousands};
@@ -13,6 +14,8 @@ pub struct Settings {
     pub peer_drain_count: u64,
     pub latency_seconds: f64,
     pub peers: bool,
+    /// Targets (1) to (3): alternated pairs of runs, the verdict on their median ratio.
+    pub pairs: usize,
 }
 
 struct Row {
@@ -24,6 +27,145 @@ struct Row {
 
 fn rate(j: &Obj) -> f64 {
     j.num("msgs_per_s").unwrap_or(0.0)
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        f64::NAN
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The middle value (the mean of the middle two for an even count); `None` when empty.
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| !x.is_nan());
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// One ratio per pair of runs, in the order run.
+#[derive(Default)]
+struct Ratios(Vec<f64>);
+
+impl Ratios {
+    fn arr(&self) -> J {
+        J::Arr(self.0.iter().map(|x| J::Num(round2(*x))).collect())
+    }
+    /// " (a, b, c)" after a median, when there was more than one pair.
+    fn list(&self) -> String {
+        if self.0.len() < 2 {
+            return String::new();
+        }
+        let each: Vec<String> = self.0.iter().map(|x| format!("{x:.2}x")).collect();
+        format!(" ({})", each.join(", "))
+    }
+}
+
+/// Imago's runs and each peer's, alternated: imago, then every peer, `pairs` times over. The
+/// machine's speed drifts by tens of percent within minutes, so a ratio of two runs minutes
+/// apart can be decided by the drift; each ratio here is of two runs seconds apart, and the
+/// verdict takes the median of them.
+struct Rounds {
+    imago: Vec<Option<Obj>>,
+    peers: Vec<(Target, Vec<Option<Obj>>)>,
+}
+
+fn alternate(
+    out: &Out,
+    what: &str,
+    pairs: usize,
+    peers: &[Target],
+    measure: impl Fn(Target) -> Result<Obj, String>,
+) -> Rounds {
+    let mut r = Rounds {
+        imago: Vec::new(),
+        peers: peers.iter().map(|&t| (t, Vec::new())).collect(),
+    };
+    for _ in 0..pairs.max(1) {
+        r.imago.push(attempt(out, &format!("{what} imago"), || {
+            measure(Target::Imago)
+        }));
+        for (t, runs) in &mut r.peers {
+            runs.push(attempt(out, &format!("{what} {}", t.name()), || {
+                measure(*t)
+            }));
+        }
+    }
+    r
+}
+
+impl Rounds {
+    fn imago_rates(&self) -> Vec<f64> {
+        self.imago.iter().flatten().map(rate).collect()
+    }
+    /// " (runs a, b, c)" when there was more than one.
+    fn imago_runs(&self) -> String {
+        let v = self.imago_rates();
+        if v.len() < 2 {
+            return String::new();
+        }
+        let each: Vec<String> = v.iter().map(|&x| rate_str(x).trim().to_string()).collect();
+        format!(" (runs {})", each.join(", "))
+    }
+    fn peer_rate(&self, t: Target) -> f64 {
+        let runs = self.peers.iter().find(|(p, _)| *p == t).map(|(_, r)| r);
+        median(runs.into_iter().flatten().flatten().map(rate).collect()).unwrap_or(0.0)
+    }
+    /// A row per peer (its median rate, the median ratio and each pair's) and the summary's
+    /// `{key}_ratio_vs_{peer}` and `{key}_ratios_vs_{peer}`; `need` gives the ratio a peer's
+    /// row must reach, for the peers that are judged.
+    fn peer_rows(
+        &self,
+        key: &str,
+        o: &Opts,
+        need: impl Fn(Target) -> Option<f64>,
+        rows: &mut Vec<Row>,
+        summary: &mut Obj,
+    ) {
+        for (t, x, each) in self.peer_ratios() {
+            summary
+                .f(&format!("{key}_ratio_vs_{}", t.name()), round2(x))
+                .set(&format!("{key}_ratios_vs_{}", t.name()), each.arr());
+            let need = need(t);
+            rows.push(Row {
+                name: format!("    vs {} ({})", t.name(), o.servers.mode_name(t)),
+                figure: format!(
+                    "{}msg/s, imago/peer = {x:.2}x{}",
+                    rate_str(self.peer_rate(t)),
+                    each.list()
+                ),
+                check: need.map_or_else(|| "(reported)".into(), |n| format!(">= {n}x")),
+                pass: need.map(|n| x >= n),
+            });
+        }
+    }
+
+    /// Per peer: the median ratio and each pair's, over the pairs where both runs succeeded.
+    fn peer_ratios(&self) -> Vec<(Target, f64, Ratios)> {
+        let mut v = Vec::new();
+        for (t, runs) in &self.peers {
+            let mut each = Ratios::default();
+            for (im, pj) in self.imago.iter().zip(runs) {
+                if let (Some(im), Some(pj)) = (im, pj) {
+                    each.0.push(ratio(rate(im), rate(pj)));
+                }
+            }
+            if let Some(x) = median(each.0.clone()) {
+                v.push((*t, x, each));
+            }
+        }
+        v
+    }
 }
 
 fn with_sync(o: &Opts, sync: bool) -> Opts {
@@ -61,7 +203,6 @@ pub fn run(o: &Opts, s: &Settings, out: &Out) -> Result<(), String> {
     let mut rows: Vec<Row> = Vec::new();
     let mut summary = Obj::new();
     summary.s("bench", "compare-summary");
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
 
     // (1) async, 128 B, 1 connection, depth 100.
     let oa = with_sync(o, false);
@@ -70,50 +211,25 @@ pub fn run(o: &Opts, s: &Settings, out: &Out) -> Result<(), String> {
         depth: 100,
         ..base.clone()
     };
-    let im1 = attempt(out, "(1) imago async", || runs::produce(&oa, &l1));
-    let mut peer1 = Vec::new();
-    for &t in &peers {
-        peer1.push((
-            t,
-            attempt(out, "(1) peer", || {
-                runs::produce(
-                    &oa,
-                    &Load {
-                        target: t,
-                        ..l1.clone()
-                    },
-                )
-            }),
-        ));
-    }
-    if let Some(im) = &im1 {
-        let r = rate(im);
+    let r1 = alternate(out, "(1) async", s.pairs, &peers, |t| {
+        runs::produce(
+            &oa,
+            &Load {
+                target: t,
+                ..l1.clone()
+            },
+        )
+    });
+    if let Some(r) = median(r1.imago_rates()) {
         rows.push(Row {
             name: "(1) async 128 B, 1 conn x depth 100".into(),
-            figure: format!("imago {}msg/s", rate_str(r)),
+            figure: format!("imago {}msg/s{}", rate_str(r), r1.imago_runs()),
             check: ">= 1,000,000/s".into(),
             pass: Some(r >= 1e6),
         });
         summary.f("t1_imago_async_msgs_per_s", r.round());
-        for (t, pj) in &peer1 {
-            if let Some(pj) = pj {
-                let x = ratio(r, rate(pj));
-                summary.f(
-                    &format!("t1_ratio_vs_{}", t.name()),
-                    (x * 100.0).round() / 100.0,
-                );
-                rows.push(Row {
-                    name: format!("    vs {} ({})", t.name(), oa.servers.mode_name(*t)),
-                    figure: format!("{}msg/s, imago/peer = {x:.2}x", rate_str(rate(pj))),
-                    check: if *t == Target::Redis {
-                        ">= 3x".into()
-                    } else {
-                        "(reported)".into()
-                    },
-                    pass: (*t == Target::Redis).then_some(x >= 3.0),
-                });
-            }
-        }
+        let need = |t| (t == Target::Redis).then_some(3.0);
+        r1.peer_rows("t1", &oa, need, &mut rows, &mut summary);
     }
 
     // (2) sync, 128 B, 8 connections x depth 16.
@@ -123,31 +239,30 @@ pub fn run(o: &Opts, s: &Settings, out: &Out) -> Result<(), String> {
         depth: 16,
         ..base.clone()
     };
-    let im2 = attempt(out, "(2) imago sync", || runs::produce(&os, &l2));
-    let mut peer2 = Vec::new();
-    for &t in &peers {
-        peer2.push((
-            t,
-            attempt(out, "(2) peer", || {
-                runs::produce(
-                    &os,
-                    &Load {
-                        target: t,
-                        ..l2.clone()
-                    },
-                )
-            }),
-        ));
-    }
-    if let Some(im) = &im2 {
-        let r = rate(im);
-        let rpf = im.num("records_per_fsync").unwrap_or(f64::NAN);
+    let r2 = alternate(out, "(2) sync", s.pairs, &peers, |t| {
+        runs::produce(
+            &os,
+            &Load {
+                target: t,
+                ..l2.clone()
+            },
+        )
+    });
+    if let Some(r) = median(r2.imago_rates()) {
+        let rpf = median(
+            r2.imago
+                .iter()
+                .flatten()
+                .filter_map(|j| j.num("records_per_fsync"))
+                .collect(),
+        )
+        .unwrap_or(f64::NAN);
         rows.push(Row {
             name: "(2) sync 128 B, 8 conns x depth 16".into(),
             figure: format!(
-                "imago {}msg/s, {rpf:.1} records/fsync (broker avg {:.1})",
+                "imago {}msg/s{}, {rpf:.1} records/fsync",
                 rate_str(r),
-                im.num("records_per_fsync_avg").unwrap_or(f64::NAN)
+                r2.imago_runs()
             ),
             check: "(reported)".into(),
             pass: None,
@@ -155,48 +270,54 @@ pub fn run(o: &Opts, s: &Settings, out: &Out) -> Result<(), String> {
         summary
             .f("t2_imago_sync_msgs_per_s", r.round())
             .f("t2_records_per_fsync", rpf);
-        for (t, pj) in &peer2 {
-            if let Some(pj) = pj {
-                let x = ratio(r, rate(pj));
-                let need = if *t == Target::Redis { 2.0 } else { 30.0 };
-                summary.f(
-                    &format!("t2_ratio_vs_{}", t.name()),
-                    (x * 100.0).round() / 100.0,
-                );
-                rows.push(Row {
-                    name: format!("    vs {} ({})", t.name(), os.servers.mode_name(*t)),
-                    figure: format!("{}msg/s, imago/peer = {x:.2}x", rate_str(rate(pj))),
-                    check: format!(">= {need}x"),
-                    pass: Some(x >= need),
-                });
-            }
-        }
+        let need = |t| Some(if t == Target::Redis { 2.0 } else { 30.0 });
+        r2.peer_rows("t2", &os, need, &mut rows, &mut summary);
     }
 
-    // (3) 10,240 partitions round-robin vs 1 partition (async, 1 x 100), both warmed up.
+    // (3) 10,240 partitions round-robin vs 1 partition (async, 1 x 100), both warmed up,
+    // alternated like the peers above.
     let warm = 2 * 10_240;
-    let l3a = Load {
+    let one = Load {
         partitions: 1,
         warmup: warm,
         ..l1.clone()
     };
-    let l3b = Load {
+    let many = Load {
         partitions: 10_240,
         warmup: warm,
         ..l1.clone()
     };
-    let p1 = attempt(out, "(3) 1 partition", || runs::produce(&oa, &l3a));
-    let p2 = attempt(out, "(3) 10240 partitions", || runs::produce(&oa, &l3b));
-    if let (Some(a), Some(b)) = (&p1, &p2) {
-        let x = ratio(rate(b), rate(a));
-        summary.f("t3_partitions_ratio", (x * 1000.0).round() / 1000.0);
+    let (mut ones, mut manys, mut each) = (Vec::new(), Vec::new(), Ratios::default());
+    for _ in 0..s.pairs {
+        let a = attempt(out, "(3) 1 partition", || runs::produce(&oa, &one));
+        let b = attempt(out, "(3) 10240 partitions", || runs::produce(&oa, &many));
+        if let (Some(a), Some(b)) = (&a, &b) {
+            ones.push(rate(a));
+            manys.push(rate(b));
+            each.0.push(ratio(rate(b), rate(a)));
+        }
+    }
+    if let Some(x) = median(each.0.clone()) {
+        summary
+            .f("t3_partitions_ratio", (x * 1000.0).round() / 1000.0)
+            .set("t3_partitions_ratios", each.arr());
+        let pct: Vec<String> = each
+            .0
+            .iter()
+            .map(|x| format!("{:.0}%", x * 100.0))
+            .collect();
         rows.push(Row {
             name: "(3) 10,240 partitions round-robin / 1 partition".into(),
             figure: format!(
-                "{}msg/s / {}msg/s = {:.0}%",
-                rate_str(rate(b)),
-                rate_str(rate(a)),
-                x * 100.0
+                "{}msg/s / {}msg/s = {:.0}%{}",
+                rate_str(median(manys).unwrap_or(0.0)),
+                rate_str(median(ones).unwrap_or(0.0)),
+                x * 100.0,
+                if pct.len() > 1 {
+                    format!(" ({})", pct.join(", "))
+                } else {
+                    String::new()
+                }
             ),
             check: ">= 90%".into(),
             pass: Some(x >= 0.9),
@@ -367,4 +488,26 @@ pub fn run(o: &Opts, s: &Settings, out: &Out) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_takes_the_middle_run_and_skips_failed_ratios() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![f64::NAN]), None);
+        assert_eq!(median(vec![2.1, 1.7, 1.9]), Some(1.9));
+        assert_eq!(median(vec![3.0, 1.0, f64::NAN, 2.0, 4.0]), Some(2.5));
+    }
+
+    #[test]
+    fn ratios_list_each_pair_only_when_there_are_several() {
+        assert_eq!(Ratios(vec![1.98]).list(), "");
+        assert_eq!(Ratios(vec![1.98, 2.014]).list(), " (1.98x, 2.01x)");
+        let mut j = Obj::new();
+        j.set("r", Ratios(vec![1.984, 2.0]).arr());
+        assert_eq!(j.render(), r#"{"r":[1.980,2]}"#);
+    }
 }

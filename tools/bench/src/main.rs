@@ -77,6 +77,7 @@ memory:   --partitions (10000) --connections (1000) --depth (8) --count (10M)
           --preload-connections (2) x --preload-depth (100) over the same partitions
 compare:  --seconds (5 per produce run) --drain-count (10M, imago target run)
           --peer-drain-count (1M, side-by-side drains) --latency-seconds (10) --no-peers
+          --pairs (3: targets (1)-(3) alternate imago and peer runs, verdict on the median)
 ";
 
 fn main() -> ExitCode {
@@ -377,7 +378,11 @@ fn run(cmd: &str, a: &Args) -> Result<(), String> {
                 peer_drain_count: a.num("peer-drain-count", 1_000_000)?,
                 latency_seconds: a.num("latency-seconds", 10.0)?,
                 peers: !a.has("no-peers"),
+                pairs: a.num("pairs", 3)?,
             };
+            if c.pairs == 0 {
+                return Err("--pairs: at least 1".into());
+            }
             a.finish()?;
             compare::run(&o, &c, &out)?;
         }
