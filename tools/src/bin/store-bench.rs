@@ -32,7 +32,12 @@ struct Args {
     only: String,
 }
 
-fn parse() -> Args {
+const USAGE: &str = "usage: store-bench [--dir DIR] [--records N] [--body-bytes N] \
+[--partitions N] [--writers N] [--batch N] [--sync-seconds N] [--segment-bytes N] [--rounds N] \
+[--append-batch N] [--only all|async|sync]";
+
+/// The flags, or what is wrong with them (`Ok(None)`: `--help` was asked for).
+fn parse(argv: &[String]) -> Result<Option<Args>, String> {
     let mut a = Args {
         dir: std::env::temp_dir(),
         records: 5_000_000,
@@ -46,31 +51,33 @@ fn parse() -> Args {
         append_batch: 64,
         only: "all".into(),
     };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.iter().any(|f| f == "--help" || f == "-h") {
+        return Ok(None);
+    }
     for pair in argv.chunks(2) {
-        let v = pair
-            .get(1)
-            .unwrap_or_else(|| panic!("{} needs a value", pair[0]));
+        let flag = pair[0].as_str();
+        let v = pair.get(1).ok_or_else(|| format!("{flag} needs a value"))?;
         let n = || {
             v.parse::<u64>()
-                .unwrap_or_else(|_| panic!("{}: not a number", pair[0]))
+                .map_err(|_| format!("{flag}: '{v}' is not a number"))
         };
-        match pair[0].as_str() {
+        match flag {
             "--dir" => a.dir = v.into(),
-            "--records" => a.records = n(),
-            "--body-bytes" => a.body_bytes = n() as usize,
-            "--partitions" => a.partitions = n() as u32,
-            "--writers" => a.writers = n() as u32,
-            "--batch" => a.batch = n() as u32,
-            "--sync-seconds" => a.sync_seconds = n(),
-            "--segment-bytes" => a.segment_bytes = n(),
-            "--rounds" => a.rounds = n() as u32,
-            "--append-batch" => a.append_batch = n().max(1) as usize,
+            "--records" => a.records = n()?,
+            "--body-bytes" => a.body_bytes = n()? as usize,
+            "--partitions" => a.partitions = n()?.max(1) as u32,
+            "--writers" => a.writers = n()?.max(1) as u32,
+            "--batch" => a.batch = n()?.max(1) as u32,
+            "--sync-seconds" => a.sync_seconds = n()?,
+            "--segment-bytes" => a.segment_bytes = n()?,
+            "--rounds" => a.rounds = n()?.max(1) as u32,
+            "--append-batch" => a.append_batch = n()?.max(1) as usize,
             "--only" if ["all", "async", "sync"].contains(&v.as_str()) => a.only = v.clone(),
-            other => panic!("unknown flag {other}"),
+            "--only" => return Err(format!("--only: '{v}' is not all, async or sync")),
+            other => return Err(format!("unknown flag {other}")),
         }
     }
-    a
+    Ok(Some(a))
 }
 
 fn config(dir: &std::path::Path, flush: FlushMode, segment_bytes: u64) -> StoreConfig {
@@ -180,7 +187,18 @@ fn msg(partition: u32, body: &[u8]) -> Message<'_> {
 }
 
 fn main() {
-    let a = parse();
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let a = match parse(&argv) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return;
+        }
+        Err(e) => {
+            eprintln!("store-bench: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
     let body = vec![b'x'; a.body_bytes];
     let base = a
         .dir
