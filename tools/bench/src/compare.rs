@@ -309,7 +309,7 @@ pub fn run(o: &Opts, s: &Settings, out: &Out) -> Result<(), String> {
         rows.push(Row {
             name: "(3) 10,240 partitions round-robin / 1 partition".into(),
             figure: format!(
-                "{}msg/s / {}msg/s = {:.0}%{}",
+                "{}msg/s / {}msg/s (medians), ratio {:.0}%{}",
                 rate_str(median(manys).unwrap_or(0.0)),
                 rate_str(median(ones).unwrap_or(0.0)),
                 x * 100.0,
