@@ -61,12 +61,13 @@ impl Ratios {
     fn arr(&self) -> J {
         J::Arr(self.0.iter().map(|x| J::Num(round2(*x))).collect())
     }
-    /// " (a, b, c)" after a median, when there was more than one pair.
-    fn list(&self) -> String {
+    /// " (a, b, c)" after a median, each ratio as `show` writes it, when there was more
+    /// than one pair.
+    fn list(&self, show: impl Fn(f64) -> String) -> String {
         if self.0.len() < 2 {
             return String::new();
         }
-        let each: Vec<String> = self.0.iter().map(|x| format!("{x:.2}x")).collect();
+        let each: Vec<String> = self.0.iter().map(|&x| show(x)).collect();
         format!(" ({})", each.join(", "))
     }
 }
@@ -91,7 +92,7 @@ fn alternate(
         imago: Vec::new(),
         peers: peers.iter().map(|&t| (t, Vec::new())).collect(),
     };
-    for _ in 0..pairs.max(1) {
+    for _ in 0..pairs {
         r.imago.push(attempt(out, &format!("{what} imago"), || {
             measure(Target::Imago)
         }));
@@ -142,7 +143,7 @@ impl Rounds {
                 figure: format!(
                     "{}msg/s, imago/peer = {x:.2}x{}",
                     rate_str(self.peer_rate(t)),
-                    each.list()
+                    each.list(|x| format!("{x:.2}x"))
                 ),
                 check: need.map_or_else(|| "(reported)".into(), |n| format!(">= {n}x")),
                 pass: need.map(|n| x >= n),
@@ -301,11 +302,6 @@ pub fn run(o: &Opts, s: &Settings, out: &Out) -> Result<(), String> {
         summary
             .f("t3_partitions_ratio", (x * 1000.0).round() / 1000.0)
             .set("t3_partitions_ratios", each.arr());
-        let pct: Vec<String> = each
-            .0
-            .iter()
-            .map(|x| format!("{:.0}%", x * 100.0))
-            .collect();
         rows.push(Row {
             name: "(3) 10,240 partitions round-robin / 1 partition".into(),
             figure: format!(
@@ -313,11 +309,7 @@ pub fn run(o: &Opts, s: &Settings, out: &Out) -> Result<(), String> {
                 rate_str(median(manys).unwrap_or(0.0)),
                 rate_str(median(ones).unwrap_or(0.0)),
                 x * 100.0,
-                if pct.len() > 1 {
-                    format!(" ({})", pct.join(", "))
-                } else {
-                    String::new()
-                }
+                each.list(|x| format!("{:.0}%", x * 100.0))
             ),
             check: ">= 90%".into(),
             pass: Some(x >= 0.9),
@@ -504,8 +496,11 @@ mod tests {
 
     #[test]
     fn ratios_list_each_pair_only_when_there_are_several() {
-        assert_eq!(Ratios(vec![1.98]).list(), "");
-        assert_eq!(Ratios(vec![1.98, 2.014]).list(), " (1.98x, 2.01x)");
+        let times = |x: f64| format!("{x:.2}x");
+        assert_eq!(Ratios(vec![1.98]).list(times), "");
+        assert_eq!(Ratios(vec![1.98, 2.014]).list(times), " (1.98x, 2.01x)");
+        let pct = |x: f64| format!("{:.0}%", x * 100.0);
+        assert_eq!(Ratios(vec![0.56, 0.864]).list(pct), " (56%, 86%)");
         let mut j = Obj::new();
         j.set("r", Ratios(vec![1.984, 2.0]).arr());
         assert_eq!(j.render(), r#"{"r":[1.980,2]}"#);
