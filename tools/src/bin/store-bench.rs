@@ -61,17 +61,25 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             v.parse::<u64>()
                 .map_err(|_| format!("{flag}: '{v}' is not a number"))
         };
+        // A count the runs divide by or loop over: 1 to u32::MAX.
+        let count = || match v.parse::<u32>() {
+            Ok(c) if c > 0 => Ok(c),
+            _ => Err(format!(
+                "{flag}: '{v}' is not a count from 1 to {}",
+                u32::MAX
+            )),
+        };
         match flag {
             "--dir" => a.dir = v.into(),
             "--records" => a.records = n()?,
             "--body-bytes" => a.body_bytes = n()? as usize,
-            "--partitions" => a.partitions = n()?.max(1) as u32,
-            "--writers" => a.writers = n()?.max(1) as u32,
-            "--batch" => a.batch = n()?.max(1) as u32,
+            "--partitions" => a.partitions = count()?,
+            "--writers" => a.writers = count()?,
+            "--batch" => a.batch = count()?,
             "--sync-seconds" => a.sync_seconds = n()?,
             "--segment-bytes" => a.segment_bytes = n()?,
-            "--rounds" => a.rounds = n()?.max(1) as u32,
-            "--append-batch" => a.append_batch = n()?.max(1) as usize,
+            "--rounds" => a.rounds = count()?,
+            "--append-batch" => a.append_batch = count()? as usize,
             "--only" if ["all", "async", "sync"].contains(&v.as_str()) => a.only = v.clone(),
             "--only" => return Err(format!("--only: '{v}' is not all, async or sync")),
             other => return Err(format!("unknown flag {other}")),
