@@ -116,6 +116,7 @@ pub mod record;
 mod recovery;
 mod residency;
 mod retention;
+mod stage;
 mod topics;
 
 pub use error::StoreError;

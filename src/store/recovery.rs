@@ -225,6 +225,7 @@ fn scan(
                     // writing at the mark, so no acknowledged offset or position is reused;
                     // only what lies past the mark is a torn tail.
                     report.corrupt_records += 1;
+                    index_damaged(sh, pos, rest)?;
                     log.first_sighting(pos, mark);
                     log::error!(
                         "corrupt commitlog bytes [{pos}, {mark}) below the durable mark ({why:?}); kept, writing resumes at {mark}"
@@ -253,6 +254,54 @@ fn scan(
         }
     }
     report.end = pos;
+    Ok(())
+}
+
+/// Re-makes the index entry of a damaged record below the durable mark that nothing valid
+/// follows, when a crash lost it (the writer keeps a partition's newest entries in memory,
+/// see `super::stage`): reads of its offset then answer Corrupt and the offset is not reused,
+/// as when the entry survived. Its header is not covered by a valid CRC, so it is trusted only
+/// if the magic, the lengths and the message id (which holds its position) agree, it names an
+/// existing partition, and its offset is exactly that partition's next. Otherwise the offset
+/// may be reused, as after a power loss that lost the entry too.
+fn index_damaged(sh: &Shared, pos: u64, rest: &[u8]) -> Result<(), StoreError> {
+    use record::{get_u16, get_u32, get_u64, HEADER_BYTES};
+    if rest.len() < HEADER_BYTES {
+        return Ok(());
+    }
+    let total = get_u32(rest, 0) as usize;
+    let topic_len = get_u16(rest, 56) as usize;
+    let other_lens = get_u32(rest, 52) as usize // body, tag, props
+        + get_u16(rest, 58) as usize
+        + get_u16(rest, 60) as usize;
+    let mask = (1u64 << 48) - 1;
+    let plausible = get_u32(rest, 4) == MAGIC_V1
+        && get_u64(rest, 24) & mask == pos & mask
+        && total <= rest.len()
+        && HEADER_BYTES + topic_len + other_lens == total;
+    if !plausible {
+        return Ok(());
+    }
+    let Ok(topic) = std::str::from_utf8(&rest[HEADER_BYTES..HEADER_BYTES + topic_len]) else {
+        return Ok(());
+    };
+    let Some(part) = sh
+        .topics
+        .get(topic)
+        .and_then(|t| t.partition(get_u32(rest, 12)))
+    else {
+        return Ok(());
+    };
+    let idx = sh.topics.index(&part)?;
+    if idx.next.load(Ordering::Acquire) != get_u64(rest, 16) {
+        return Ok(());
+    }
+    idx.push(&Entry {
+        pos,
+        size: total as u32,
+        tag_hash: 0,
+        store_ts_ms: get_u64(rest, 32) as i64,
+    })?;
     Ok(())
 }
 
@@ -345,9 +394,20 @@ fn replay(sh: &Shared, r: &RecordView<'_>, pos: u64) -> Result<(), StoreError> {
 }
 
 /// Makes the log and every index durable up to the current write position (one syncfs,
-/// whatever the number of partitions), then records that in the checkpoint.
+/// whatever the number of partitions), then records that in the checkpoint. Takes the writer
+/// lock for as long as it takes to copy the staged index entries into the files (one page
+/// touch per partition written lately), so every entry below the position is in a file.
 pub fn write_checkpoint(sh: &Shared, clean: bool) -> Result<(), StoreError> {
-    let target = sh.log.write_pos.load(Ordering::Acquire);
+    let target = {
+        let _w = sh.writer.lock().expect("writer lock");
+        sh.topics.budget.copy_out_stages();
+        sh.log.write_pos.load(Ordering::Acquire)
+    };
+    checkpoint_at(sh, target, clean)
+}
+
+/// [`write_checkpoint`] for a `target` whose index entries are all in the files already.
+fn checkpoint_at(sh: &Shared, target: u64, clean: bool) -> Result<(), StoreError> {
     fs::sync_filesystem(&sh.dir_file)?;
     let mut text = format!(
         "version=1\nclean={}\nlog_end={target}\nindex_durable={target}\n",
@@ -416,9 +476,10 @@ pub fn entry_is_stale(sh: &Shared, topic: &str, partition: u32, n: u64, e: &Entr
 /// Final flush at shutdown: everything durable, then a clean checkpoint.
 pub fn write_clean_checkpoint(sh: &Shared) -> Result<(), StoreError> {
     let _w = sh.writer.lock().expect("writer lock");
+    sh.topics.budget.copy_out_stages();
     let target = sh.log.write_pos.load(Ordering::Acquire);
     let durable = sh.log.durable_pos.load(Ordering::Acquire);
     sh.log.sync_range(durable, target)?;
     sh.log.durable_pos.store(target, Ordering::Release);
-    write_checkpoint(sh, true)
+    checkpoint_at(sh, target, true)
 }
