@@ -388,10 +388,7 @@ impl Drop for PartIndex {
     /// in a crash (a clean shutdown copies them out first, `MapBudget::copy_out_stages`), so a
     /// store abandoned in a test leaves the files a killed process would.
     fn drop(&mut self) {
-        let slot = self.stage.swap(std::ptr::null_mut(), Ordering::AcqRel);
-        if !slot.is_null() {
-            self.budget.stage.release(slot);
-        }
+        self.release_stage();
     }
 }
 
@@ -578,6 +575,9 @@ impl PartIndex {
     /// staged entries out first and giving the stage slot back.
     fn drop_tail(&self) {
         self.copy_out();
+        debug_assert!(
+            self.staged_from.load(Ordering::Relaxed) >= self.next.load(Ordering::Relaxed)
+        );
         self.release_stage();
         self.tail_ptr.store(std::ptr::null_mut(), Ordering::Relaxed);
         self.tail_ready_end.store(0, Ordering::Relaxed);
@@ -701,11 +701,8 @@ impl PartIndex {
         self.staged_from.store(next, Ordering::Release);
     }
 
-    /// Gives the stage slot (empty: copied out) back to the arena.
+    /// Gives the stage slot back to the arena (what it still holds is dropped).
     fn release_stage(&self) {
-        debug_assert!(
-            self.staged_from.load(Ordering::Relaxed) >= self.next.load(Ordering::Relaxed)
-        );
         let slot = self.stage.swap(std::ptr::null_mut(), Ordering::AcqRel);
         if !slot.is_null() {
             self.budget.stage.release(slot);

@@ -148,6 +148,16 @@ pub fn read_slot(buf: &[u8]) -> Result<Slot<'_>, Invalid> {
 
 /// Decodes and verifies exactly one record occupying all of `rec`.
 pub fn decode(rec: &[u8]) -> Result<RecordView<'_>, Invalid> {
+    let view = decode_unverified(rec)?;
+    if crc_of(rec) != get_u32(rec, CRC_AT) {
+        return Err(Invalid::BadCrc);
+    }
+    Ok(view)
+}
+
+/// [`decode`] without the CRC check: magic and lengths only. For recovery's look at a
+/// damaged record's header, whose fields nothing vouches for.
+pub fn decode_unverified(rec: &[u8]) -> Result<RecordView<'_>, Invalid> {
     if rec.len() < HEADER_BYTES {
         return Err(Invalid::Short);
     }
@@ -161,9 +171,6 @@ pub fn decode(rec: &[u8]) -> Result<RecordView<'_>, Invalid> {
     let props_len = get_u16(rec, 60) as usize;
     if total != rec.len() || HEADER_BYTES + topic_len + tag_len + props_len + body_len != total {
         return Err(Invalid::BadLength);
-    }
-    if crc_of(rec) != get_u32(rec, CRC_AT) {
-        return Err(Invalid::BadCrc);
     }
     let topic_at = HEADER_BYTES;
     let tag_at = topic_at + topic_len;
@@ -297,7 +304,7 @@ fn put_u32(b: &mut [u8], at: usize, v: u32) {
 fn put_u64(b: &mut [u8], at: usize, v: u64) {
     b[at..at + 8].copy_from_slice(&v.to_be_bytes());
 }
-pub(crate) fn get_u16(b: &[u8], at: usize) -> u16 {
+fn get_u16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 pub(crate) fn get_u32(b: &[u8], at: usize) -> u32 {

@@ -265,43 +265,29 @@ fn scan(
 /// existing partition, and its offset is exactly that partition's next. Otherwise the offset
 /// may be reused, as after a power loss that lost the entry too.
 fn index_damaged(sh: &Shared, pos: u64, rest: &[u8]) -> Result<(), StoreError> {
-    use record::{get_u16, get_u32, get_u64, HEADER_BYTES};
-    if rest.len() < HEADER_BYTES {
-        return Ok(());
-    }
-    let total = get_u32(rest, 0) as usize;
-    let topic_len = get_u16(rest, 56) as usize;
-    let other_lens = get_u32(rest, 52) as usize // body, tag, props
-        + get_u16(rest, 58) as usize
-        + get_u16(rest, 60) as usize;
-    let mask = (1u64 << 48) - 1;
-    let plausible = get_u32(rest, 4) == MAGIC_V1
-        && get_u64(rest, 24) & mask == pos & mask
-        && total <= rest.len()
-        && HEADER_BYTES + topic_len + other_lens == total;
-    if !plausible {
-        return Ok(());
-    }
-    let Ok(topic) = std::str::from_utf8(&rest[HEADER_BYTES..HEADER_BYTES + topic_len]) else {
+    let Some(total) = record::total_len(rest).filter(|&t| t <= rest.len()) else {
         return Ok(());
     };
-    let Some(part) = sh
-        .topics
-        .get(topic)
-        .and_then(|t| t.partition(get_u32(rest, 12)))
-    else {
+    let Ok(r) = record::decode_unverified(&rest[..total]) else {
+        return Ok(());
+    };
+    let mask = (1u64 << 48) - 1;
+    let Ok(topic) = std::str::from_utf8(r.topic) else {
+        return Ok(());
+    };
+    let part = sh.topics.get(topic).and_then(|t| t.partition(r.partition));
+    let Some(part) = part.filter(|_| r.msg_id & mask == pos & mask) else {
         return Ok(());
     };
     let idx = sh.topics.index(&part)?;
-    if idx.next.load(Ordering::Acquire) != get_u64(rest, 16) {
-        return Ok(());
+    if idx.next.load(Ordering::Acquire) == r.offset {
+        idx.push(&Entry {
+            pos,
+            size: total as u32,
+            tag_hash: tag_hash(r.tag),
+            store_ts_ms: r.store_ts_ms,
+        })?;
     }
-    idx.push(&Entry {
-        pos,
-        size: total as u32,
-        tag_hash: 0,
-        store_ts_ms: get_u64(rest, 32) as i64,
-    })?;
     Ok(())
 }
 
