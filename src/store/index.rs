@@ -974,6 +974,23 @@ mod tests {
         assert_eq!(idx.entry(n - 1).unwrap(), e((n - 1) * 100));
     }
 
+    /// `count` partition indexes in subdirectories of `dir`, sharing `budget`.
+    fn load_parts(
+        dir: &Path,
+        count: u32,
+        entries_per_segment: u64,
+        budget: &Arc<MapBudget>,
+    ) -> Vec<Arc<PartIndex>> {
+        (0..count)
+            .map(|p| {
+                let d = dir.join(p.to_string());
+                Arc::new(
+                    PartIndex::load(&d, entries_per_segment, budget.clone(), u64::MAX).unwrap(),
+                )
+            })
+            .collect()
+    }
+
     /// The entries of `dir`'s segment file `base` as the file holds them (zeros: not there).
     fn file_entries(dir: &Path, base: u64, count: u64) -> Vec<Entry> {
         let b = std::fs::read(dir.join(fs::name_of(base))).unwrap();
@@ -1030,12 +1047,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Two tails for eight partitions: slots are given back and reused all the time.
         let budget = Arc::new(MapBudget::new(4));
-        let parts: Vec<Arc<PartIndex>> = (0..8)
-            .map(|p| {
-                let d = dir.path().join(p.to_string());
-                Arc::new(PartIndex::load(&d, 1 << 16, budget.clone(), u64::MAX).unwrap())
-            })
-            .collect();
+        let parts = load_parts(dir.path(), 8, 1 << 16, &budget);
         let val = |p: u64, k: u64| e(p << 32 | k);
         STAGED_READ_SPINS.store(5000, Ordering::Relaxed);
         let done = Arc::new(AtomicBool::new(false));
@@ -1158,12 +1170,7 @@ mod tests {
     fn maps_stay_within_the_budget_across_many_partitions() {
         let dir = tempfile::tempdir().unwrap();
         let budget = Arc::new(MapBudget::new(32));
-        let parts: Vec<Arc<PartIndex>> = (0..100)
-            .map(|p| {
-                let dir = dir.path().join(p.to_string());
-                Arc::new(PartIndex::load(&dir, 64, budget.clone(), u64::MAX).unwrap())
-            })
-            .collect();
+        let parts = load_parts(dir.path(), 100, 64, &budget);
         for round in 0..3u64 {
             for p in &parts {
                 p.push(&e(round * 1000 + 1)).unwrap();

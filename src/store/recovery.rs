@@ -272,11 +272,13 @@ fn index_damaged(sh: &Shared, pos: u64, rest: &[u8]) -> Result<(), StoreError> {
         return Ok(());
     };
     let mask = (1u64 << 48) - 1;
+    if r.msg_id & mask != pos & mask {
+        return Ok(());
+    }
     let Ok(topic) = std::str::from_utf8(r.topic) else {
         return Ok(());
     };
-    let part = sh.topics.get(topic).and_then(|t| t.partition(r.partition));
-    let Some(part) = part.filter(|_| r.msg_id & mask == pos & mask) else {
+    let Some(part) = sh.topics.get(topic).and_then(|t| t.partition(r.partition)) else {
         return Ok(());
     };
     let idx = sh.topics.index(&part)?;
