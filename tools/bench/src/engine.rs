@@ -389,6 +389,8 @@ struct CGlobal {
     target: AtomicU64,
     reached_ns: AtomicU64,
     last_delivery_ns: AtomicU64,
+    /// While set, consumers send nothing (see [`ConsumerSet::pause`]).
+    paused: AtomicBool,
     failure: Mutex<Option<String>>,
 }
 
@@ -463,6 +465,13 @@ impl ConsumerSet {
     }
     pub fn stop(&self) {
         self.g.stop.store(true, SeqCst);
+    }
+    /// Pauses (or resumes) reading: while paused, each consumer still takes in the replies
+    /// already on their way but holds back every request it would send (its next gets,
+    /// heartbeats, commits), so the broker soon serves it nothing. A pause must stay well
+    /// inside the group's session timeout, since heartbeats are held too.
+    pub fn pause(&self, on: bool) {
+        self.g.paused.store(on, SeqCst);
     }
     pub fn done(&self) -> bool {
         self.handles.iter().all(|h| h.is_finished())
@@ -572,7 +581,7 @@ fn consume_loop(
             wire.tick(&mut out);
             last_tick = Instant::now();
         }
-        if !out.is_empty() {
+        if !out.is_empty() && !g.paused.load(Relaxed) {
             s.write_all(&out).map_err(|e| e.to_string())?;
             out.clear();
         }

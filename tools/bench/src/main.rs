@@ -23,6 +23,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Longest phase of a cold read, seconds: a paused group holds its heartbeats, and the
+/// broker's default session timeout is 10 s.
+const COLD_PHASE_S_MAX: f64 = 4.0;
+
 const USAGE: &str = "\
 imago-bench: load generator and side-by-side benchmark of imago, Redis Streams and beanstalkd
 
@@ -70,7 +74,8 @@ mixed:    as latency, without pacing
 accumulate: --count (10M) --connections (2) --depth (100) --partitions (16); then (imago)
           restart the broker with its page cache dropped and pace --cold-connections (1)
           producers at --cold-rate (10000/s) for --cold-seconds (10; 0 skips), alone, then
-          while --consumers (1) read the cold backlog as a group: p99 put latency ratio;
+          while --consumers (1) read the cold backlog as a group, the two alternated
+          --cold-rounds (3) times each (the group paused in between): p99 put latency ratio;
           --cold-keep-cache: the control run, the backlog left in the page cache
 memory:   --partitions (10000) --connections (1000) --depth (8) --count (10M)
           --consumers (1000) --consume-seconds (10); --preload N first writes N messages with
@@ -334,8 +339,16 @@ fn run(cmd: &str, a: &Args) -> Result<(), String> {
                 connections: a.num("cold-connections", 1)?,
                 consumers: consumers(a, 1)?,
                 keep_cache: a.has("cold-keep-cache"),
+                rounds: a.num("cold-rounds", 3)?,
             };
             a.finish()?;
+            let phase_s = cold_s / cold.rounds.max(1) as f64;
+            if phase_s > COLD_PHASE_S_MAX {
+                return Err(format!(
+                    "--cold-seconds / --cold-rounds: phases of {phase_s:.1} s; at most \
+                     {COLD_PHASE_S_MAX} s each (a paused group holds its heartbeats)"
+                ));
+            }
             let cold = (cold_s > 0.0).then_some(&cold);
             out.emit(&runs::accumulate(&o, &l, cold)?);
         }

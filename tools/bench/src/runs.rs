@@ -751,6 +751,16 @@ pub struct ColdRead {
     /// The control run: the broker restarts but the backlog stays in the page cache, so what
     /// the reading costs producers without any disk read shows apart from what the disk adds.
     pub keep_cache: bool,
+    /// How many phases of each kind, alternated (alone, reading, alone, ...), sharing
+    /// `seconds` between them.
+    pub rounds: u32,
+}
+
+/// Pause after a reading phase for the replies still on their way to land.
+const COLD_SETTLE_MS: u64 = 200;
+
+fn p99_us(h: &hdrhistogram::Histogram<u64>) -> f64 {
+    h.value_at_quantile(0.99) as f64 / 1000.0
 }
 
 pub fn accumulate(o: &Opts, l: &Load, cold: Option<&ColdRead>) -> Result<Obj, String> {
@@ -855,26 +865,73 @@ fn cold_read(
     };
     let mut mon = Monitor::new("cold-read: warm-up");
     produce_phase(o, srv, &warm, Some(c.rate), false, "warm-up", &mut mon)?;
-    let label = format!("cold-read: producers alone at {}msg/s", rate_str(c.rate));
-    let mut mon = Monitor::new(&label);
-    let alone = produce_phase(o, srv, &paced, Some(c.rate), false, &label, &mut mon)?;
+    // Alternate the two phases, `rounds` of each, so that drift over the run (the host's
+    // load, the restarted broker settling) falls on both alike. The group is paused, not
+    // stopped, between its reading phases, and each reading phase goes on where the last one
+    // left off, so every one of them reads cold pages.
+    let rounds = c.rounds.max(1);
+    let phase = Load {
+        seconds: Some(c.seconds / rounds as f64),
+        ..paced.clone()
+    };
     let no_wait = Opts {
         quiet_wait_s: 0.0,
         ..o.clone()
     };
-    let mut cpu = Cpu::start(&no_wait, srv);
-    let conns = make_consumers(srv, Target::Imago, l.partitions, &c.consumers, "earliest")?;
-    let cset = ConsumerSet::start(conns, backlog, None)?;
-    let label = "cold-read: producers while a group reads the backlog";
-    let mut mon = Monitor::new(label);
-    let reading = produce_phase(o, srv, &paced, Some(c.rate), false, label, &mut mon)?;
+    let mut alone = crate::engine::new_hist();
+    let mut reading = crate::engine::new_hist();
+    let (mut errors, mut reading_acked, mut reading_s) = (0u64, 0u64, 0.0f64);
+    let mut per_round = Vec::new();
+    let mut cpu: Option<Cpu> = None;
+    let mut cset: Option<ConsumerSet> = None;
+    for round in 1..=rounds {
+        let label = format!(
+            "cold-read {round}/{rounds}: producers alone at {}msg/s",
+            rate_str(c.rate)
+        );
+        let mut mon = Monitor::new(&label);
+        let a = produce_phase(&no_wait, srv, &phase, Some(c.rate), false, &label, &mut mon)?;
+        let set = match cset.take() {
+            Some(set) => {
+                set.pause(false);
+                set
+            }
+            None => {
+                cpu = Some(Cpu::start(&no_wait, srv));
+                let conns =
+                    make_consumers(srv, Target::Imago, l.partitions, &c.consumers, "earliest")?;
+                ConsumerSet::start(conns, backlog, None)?
+            }
+        };
+        let label =
+            format!("cold-read {round}/{rounds}: producers while a group reads the backlog");
+        let mut mon = Monitor::new(&label);
+        let t0 = std::time::Instant::now();
+        let r = produce_phase(&no_wait, srv, &phase, Some(c.rate), false, &label, &mut mon)?;
+        set.pause(true);
+        reading_s += t0.elapsed().as_secs_f64();
+        if let Some(f) = set.failure() {
+            return Err(f);
+        }
+        // Let the replies already on their way land before the next phase alone.
+        std::thread::sleep(std::time::Duration::from_millis(COLD_SETTLE_MS));
+        let mut pr = Obj::new();
+        pr.f("alone_p99_us", round3(p99_us(&a.ack_latency)))
+            .f("reading_p99_us", round3(p99_us(&r.ack_latency)));
+        per_round.push(J::Obj(pr));
+        alone.add(&a.ack_latency).map_err(|e| e.to_string())?;
+        reading.add(&r.ack_latency).map_err(|e| e.to_string())?;
+        errors += a.errors + r.errors;
+        reading_acked += r.acked;
+        cset = Some(set);
+    }
+    let cset = cset.expect("at least one round");
     let read_done = cset.done();
     if let Some(f) = cset.failure() {
         return Err(f);
     }
     let cr = cset.finish()?;
-    let p99 = |h: &hdrhistogram::Histogram<u64>| h.value_at_quantile(0.99) as f64 / 1000.0;
-    let ratio = p99(&reading.ack_latency) / p99(&alone.ack_latency).max(1e-9);
+    let ratio = p99_us(&reading) / p99_us(&alone).max(1e-9);
     let mut j = Obj::new();
     j.b("page_cache_kept", c.keep_cache)
         .i("evicted_files", files as i64)
@@ -883,24 +940,28 @@ fn cold_read(
         .f("rate_target", c.rate)
         .i("connections", c.connections as i64)
         .f("seconds", c.seconds)
-        .o("ack_latency_alone_us", lat_obj(&alone.ack_latency))
-        .o("ack_latency_reading_us", lat_obj(&reading.ack_latency))
+        .i("rounds", rounds as i64)
+        .o("ack_latency_alone_us", lat_obj(&alone))
+        .o("ack_latency_reading_us", lat_obj(&reading))
         .f("p99_ratio_reading_over_alone", round3(ratio))
+        .set("per_round", J::Arr(per_round))
         .i("consumers", c.consumers.connections as i64)
         .i("delivered", cr.delivered as i64)
         .f(
             "delivered_per_s",
-            (cr.delivered as f64 / cr.seconds.max(1e-9)).round(),
+            (cr.delivered as f64 / reading_s.max(1e-9)).round(),
         )
         .b("backlog_read_before_phase_end", read_done)
-        .i("errors", (alone.errors + reading.errors) as i64);
-    cpu.fill(srv, &mut j, reading.acked);
+        .i("errors", errors as i64);
+    if let Some(cpu) = cpu.as_mut() {
+        cpu.fill(srv, &mut j, reading_acked);
+    }
     eprintln!(
-        "  put ack alone {}; while reading the backlog {} (p99 x{ratio:.2}); read {} msgs ({}msg/s)",
-        lat_str(&alone.ack_latency),
-        lat_str(&reading.ack_latency),
+        "  put ack alone {}; while reading the backlog {} (p99 x{ratio:.2}, {rounds} rounds of each); read {} msgs ({}msg/s while reading)",
+        lat_str(&alone),
+        lat_str(&reading),
         thousands(cr.delivered),
-        rate_str(cr.delivered as f64 / cr.seconds.max(1e-9)),
+        rate_str(cr.delivered as f64 / reading_s.max(1e-9)),
     );
     Ok(j)
 }
