@@ -880,7 +880,9 @@ fn cold_read(
     };
     let mut alone = crate::engine::new_hist();
     let mut reading = crate::engine::new_hist();
-    let (mut errors, mut reading_acked, mut reading_s) = (0u64, 0u64, 0.0f64);
+    // `cpu_acked`: the puts since the broker's CPU started being counted (the first reading
+    // phase on, alone phases between included).
+    let (mut errors, mut cpu_acked, mut reading_s) = (0u64, 0u64, 0.0f64);
     let mut per_round = Vec::new();
     let mut cpu: Option<Cpu> = None;
     let mut cset: Option<ConsumerSet> = None;
@@ -922,7 +924,7 @@ fn cold_read(
         alone.add(&a.ack_latency).map_err(|e| e.to_string())?;
         reading.add(&r.ack_latency).map_err(|e| e.to_string())?;
         errors += a.errors + r.errors;
-        reading_acked += r.acked;
+        cpu_acked += r.acked + if round > 1 { a.acked } else { 0 };
         cset = Some(set);
     }
     let cset = cset.expect("at least one round");
@@ -954,7 +956,7 @@ fn cold_read(
         .b("backlog_read_before_phase_end", read_done)
         .i("errors", errors as i64);
     if let Some(cpu) = cpu.as_mut() {
-        cpu.fill(srv, &mut j, reading_acked);
+        cpu.fill(srv, &mut j, cpu_acked);
     }
     eprintln!(
         "  put ack alone {}; while reading the backlog {} (p99 x{ratio:.2}, {rounds} rounds of each); read {} msgs ({}msg/s while reading)",
