@@ -36,6 +36,7 @@ pub struct Config {
     pub flush: FlushMode,
     pub flush_interval_ms: u64,
     pub segment_bytes: u64,
+    pub cache_window_bytes: u64,
     pub index_maps_max: usize,
     pub default_partitions: u32,
     pub auto_create_topics: bool,
@@ -68,6 +69,7 @@ impl Default for Config {
             flush: FlushMode::Async,
             flush_interval_ms: 500,
             segment_bytes: 1 << 30,
+            cache_window_bytes: crate::store::cache_window::default_bytes(),
             index_maps_max: 49_152,
             default_partitions: 4,
             auto_create_topics: true,
@@ -165,6 +167,12 @@ pub const SETTINGS: &[Setting] = &[
         "commitlog segment size (at least 65536)",
         |c| c.segment_bytes,
         |c, v| c.segment_bytes = num(v)?
+    ),
+    setting!(
+        "cache_window_bytes",
+        "drop durable commitlog pages further than this behind the writer from the page cache (0 = leave it to the kernel; default a quarter of physical memory)",
+        |c| c.cache_window_bytes,
+        |c, v| c.cache_window_bytes = num(v)?
     ),
     setting!(
         "index_maps_max",
@@ -455,6 +463,7 @@ impl Config {
         let hours_ms = |h: f64| (h * 3_600_000.0) as u64;
         let mut s = StoreConfig::new(&self.data_dir);
         s.segment_bytes = self.segment_bytes;
+        s.cache_window_bytes = self.cache_window_bytes;
         s.index_maps_max = self.index_maps_max;
         s.flush = self.flush;
         s.flush_interval_ms = self.flush_interval_ms;

@@ -7,6 +7,7 @@
 //! only touch bytes below a position they loaded with Acquire ordering (directly or through an
 //! index entry published after the record). No byte is ever read and written at the same time.
 
+use super::cache_window::{CacheWindow, Eviction};
 use super::{fs, pages};
 use memmap2::{MmapOptions, MmapRaw};
 use std::fs::OpenOptions;
@@ -231,6 +232,46 @@ impl Segment {
         }
     }
 
+    /// Drops `[from, to)` (absolute positions, clamped to this segment, whole pages inside it)
+    /// from this mapping and from the page cache (see [`super::cache_window`]). The caller
+    /// passes only durable bytes: their pages are clean, so nothing is written or lost, and a
+    /// later read faults them back in from the file. Best effort: a page mapped by another
+    /// process, or locked, stays.
+    pub fn evict(&self, from: u64, to: u64) {
+        use std::os::fd::AsRawFd;
+        const PAGE: u64 = 4096;
+        let at = (from.max(self.base) - self.base).next_multiple_of(PAGE);
+        let end = (to.min(self.end()) - self.base.min(to)) / PAGE * PAGE;
+        if end <= at {
+            return;
+        }
+        let len = (end - at) as usize;
+        // SAFETY: `[at, at + len)` is inside the mapping, page-aligned. MADV_DONTNEED on a
+        // shared file mapping only unmaps the pages: the contents stay in the file, and the
+        // next access maps them again. Nothing here holds a reference into the range (readers
+        // copy out of the map; the writer writes far ahead of durable bytes).
+        let unmapped = unsafe {
+            self.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, at as usize, len)
+        };
+        if let Err(e) = unmapped {
+            log::debug!("madvise dontneed {}: {e}", self.path.display());
+        }
+        // Unmapped, the clean pages can be dropped from the cache; a segment retention
+        // removed meanwhile has no path any more, and its pages go with its last mapping.
+        if let Ok(file) = self.open_file() {
+            // SAFETY: a plain syscall on an open descriptor; no memory is passed.
+            unsafe {
+                libc::posix_fadvise(
+                    file.as_raw_fd(),
+                    at as libc::off_t,
+                    len as libc::off_t,
+                    libc::POSIX_FADV_DONTNEED,
+                )
+            };
+        }
+    }
+
     /// Asks that the pages of this segment come into the page cache one base page at a time
     /// (MADV_RANDOM: no readahead on faults). Readahead fills the cache with large folios (up
     /// to 2 MiB here), and writeback writes a dirty folio whole: in the sync flush mode a group
@@ -324,6 +365,8 @@ pub struct CommitLog {
     /// pages in. (In the async mode large folios make appends 20% faster, and a flush per
     /// interval writes them once and converts an extent once.)
     sync_flush: AtomicBool,
+    /// Bytes dropped from the page cache by the window (see [`super::cache_window`]).
+    pub evicted_bytes: Arc<AtomicU64>,
 }
 
 /// The segment created ahead of need by the allocator thread.
@@ -339,6 +382,9 @@ struct SpareSlot {
     wanted: Option<u64>,
     /// A live segment to prefault: `[from, to)` of the active one, ahead of the writer.
     warm: Option<(Arc<Segment>, u64, u64)>,
+    /// What the page-cache window has dropped, and the ranges it wants dropped next.
+    window: CacheWindow,
+    evict: Vec<Eviction>,
     ready: Option<io::Result<Segment>>,
     stop: bool,
 }
@@ -347,7 +393,14 @@ impl CommitLog {
     /// Opens the segment files in `dir` (which must exist); checks they are contiguous. With
     /// `sync_flush` (the sync flush mode) the last segment and every one created later get
     /// [`Segment::use_small_pages`], and the allocator writes blocks ahead of the writer.
-    pub fn open(dir: &Path, segment_bytes: u64, sync_flush: bool) -> Result<CommitLog, String> {
+    /// Durable bytes more than `cache_window_bytes` behind the writer are dropped from the
+    /// page cache as it writes (0: never; see [`super::cache_window`]).
+    pub fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        sync_flush: bool,
+        cache_window_bytes: u64,
+    ) -> Result<CommitLog, String> {
         let mut found = Vec::new();
         let mut spares = Vec::new();
         let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -419,11 +472,15 @@ impl CommitLog {
             cut_from: AtomicU64::new(u64::MAX),
             corrupt_seen: Mutex::new(Vec::new()),
             spare: Arc::new(Spare {
-                slot: Mutex::new(SpareSlot::default()),
+                slot: Mutex::new(SpareSlot {
+                    window: CacheWindow::new(cache_window_bytes, min),
+                    ..SpareSlot::default()
+                }),
                 cv: Condvar::new(),
                 stopping: AtomicBool::new(false),
             }),
             sync_flush: AtomicBool::new(sync_flush),
+            evicted_bytes: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -508,6 +565,7 @@ impl CommitLog {
         };
         let seg = self.push_segment(seg);
         self.request_spare(seg.end());
+        self.plan_eviction();
         Ok(seg)
     }
 
@@ -520,7 +578,9 @@ impl CommitLog {
 
     /// Asks the allocator thread to prefault `[from, from + PREFAULT_AHEAD_BYTES)` of `seg`
     /// (see [`Segment::prefault`]); merged with a request for the same segment not yet served.
+    /// Also plans what the page-cache window drops next (see [`CommitLog::plan_eviction`]).
     pub fn request_warm(&self, seg: Arc<Segment>, from: u64) {
+        self.plan_eviction();
         let mut slot = self.spare.slot.lock().expect("spare lock");
         let to = from + PREFAULT_AHEAD_BYTES;
         let from = match &slot.warm {
@@ -529,6 +589,22 @@ impl CommitLog {
         };
         slot.warm = Some((seg, from, to));
         self.spare.cv.notify_one();
+    }
+
+    /// Hands the allocator thread what the page-cache window drops next. The writer calls
+    /// this once per PREFAULT_AHEAD_BYTES it writes ([`CommitLog::request_warm`]) and at each
+    /// segment roll ([`CommitLog::create_segment`]), so once per
+    /// [`super::cache_window::EVICT_STEP_BYTES`] at most.
+    fn plan_eviction(&self) {
+        let segments = self.segments();
+        let front = self.write_pos.load(Ordering::Acquire);
+        let durable = self.durable_pos.load(Ordering::Acquire);
+        let mut slot = self.spare.slot.lock().expect("spare lock");
+        let evict = slot.window.plan(front, durable, &segments);
+        if !evict.is_empty() {
+            slot.evict.extend(evict);
+            self.spare.cv.notify_one();
+        }
     }
 
     /// Starts the allocator thread; it stops when [`CommitLog::stop_allocator`] is called.
@@ -541,6 +617,7 @@ impl CommitLog {
         // PREFAULT_AHEAD_BYTES written, and is spread over 90% of the time the last one took.
         let mut last_warm: Option<Instant> = None;
         let spare_w = spare.clone();
+        let evicted = self.evicted_bytes.clone();
         let mut warm = move |seg: &Segment, from: u64, to: u64| {
             if !sync_flush {
                 seg.prefault(from, to - from);
@@ -576,6 +653,16 @@ impl CommitLog {
                         }
                         if let Some(b) = slot.wanted.take() {
                             break b;
+                        }
+                        if !slot.evict.is_empty() {
+                            let evict = std::mem::take(&mut slot.evict);
+                            drop(slot);
+                            for (seg, from, to) in evict {
+                                seg.evict(from, to);
+                                evicted.fetch_add(to - from, Ordering::Relaxed);
+                            }
+                            slot = spare.slot.lock().expect("spare lock");
+                            continue;
                         }
                         slot = spare.cv.wait(slot).expect("spare lock");
                     }

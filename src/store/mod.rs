@@ -103,6 +103,7 @@
 //! included; at most 4096 ranges are remembered).
 
 mod append;
+pub mod cache_window;
 mod commitlog;
 mod error;
 mod flush;
@@ -154,6 +155,9 @@ pub struct StoreConfig {
     pub dir: PathBuf,
     /// Commitlog segment size; at least 64 KiB.
     pub segment_bytes: u64,
+    /// Durable commitlog bytes further than this behind the writer are dropped from the page
+    /// cache (0: left to the kernel); see [`cache_window`].
+    pub cache_window_bytes: u64,
     /// Entries per index segment file.
     pub index_segment_entries: u64,
     /// Most index segments mapped at once.
@@ -187,6 +191,7 @@ impl StoreConfig {
         StoreConfig {
             dir: dir.into(),
             segment_bytes: 1 << 30,
+            cache_window_bytes: cache_window::default_bytes(),
             index_segment_entries: 1 << 20,
             index_maps_max: 49_152,
             flush: FlushMode::Async,
@@ -266,6 +271,8 @@ pub struct StoreStats {
     pub corrupt_records: u64,
     pub index_maps_open: usize,
     pub segments_deleted: u64,
+    /// Commitlog bytes dropped from the page cache by the window.
+    pub cache_evicted_bytes: u64,
 }
 
 #[derive(Default)]
@@ -359,8 +366,13 @@ impl Store {
         std::fs::create_dir_all(&log_dir)?;
         let lock = fs::lock_file(&cfg.dir.join("lock"))?.ok_or(StoreError::Locked)?;
         let dir_file = std::fs::File::open(&cfg.dir)?;
-        let log = CommitLog::open(&log_dir, cfg.segment_bytes, cfg.flush == FlushMode::Sync)
-            .map_err(StoreError::BadDataDir)?;
+        let log = CommitLog::open(
+            &log_dir,
+            cfg.segment_bytes,
+            cfg.flush == FlushMode::Sync,
+            cfg.cache_window_bytes,
+        )
+        .map_err(StoreError::BadDataDir)?;
         let topics = Topics::open(
             &cfg.dir.join("index"),
             cfg.index_segment_entries,
@@ -612,6 +624,7 @@ impl Store {
             corrupt_records: c.corrupt_records.load(Ordering::Relaxed),
             index_maps_open: sh.topics.budget.open(),
             segments_deleted: c.segments_deleted.load(Ordering::Relaxed),
+            cache_evicted_bytes: sh.log.evicted_bytes.load(Ordering::Relaxed),
         }
     }
 
