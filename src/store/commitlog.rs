@@ -241,15 +241,15 @@ impl Segment {
         use std::os::fd::AsRawFd;
         const PAGE: u64 = 4096;
         let at = (from.max(self.base) - self.base).next_multiple_of(PAGE);
-        let end = (to.min(self.end()) - self.base.min(to)) / PAGE * PAGE;
+        let end = to.min(self.end()).saturating_sub(self.base) / PAGE * PAGE;
         if end <= at {
             return;
         }
         let len = (end - at) as usize;
         // SAFETY: `[at, at + len)` is inside the mapping, page-aligned. MADV_DONTNEED on a
         // shared file mapping only unmaps the pages: the contents stay in the file, and the
-        // next access maps them again. Nothing here holds a reference into the range (readers
-        // copy out of the map; the writer writes far ahead of durable bytes).
+        // next access maps them again, so a reader copying these bytes meanwhile faults them
+        // back and reads the same contents. The writer never writes durable bytes.
         let unmapped = unsafe {
             self.map
                 .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, at as usize, len)
