@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+/// A base page: prefault, block writing and eviction work in whole ones.
+const PAGE: u64 = pages::PAGE_BYTES as u64;
+
 /// One segment file, mapped whole.
 pub struct Segment {
     pub base: u64,
@@ -141,7 +144,6 @@ impl Segment {
     /// (zero-filling) fresh blocks itself. Nothing is dirtied. The kernel's readahead may fault
     /// in a few MiB more. Best effort: older kernels lack MADV_POPULATE_READ.
     pub fn prefault(&self, from: u64, bytes: u64) {
-        const PAGE: u64 = 4096;
         let at = (from.max(self.base) - self.base) / PAGE * PAGE;
         if at >= self.len {
             return;
@@ -191,7 +193,6 @@ impl Segment {
         pace: Duration,
         stop: &AtomicBool,
     ) -> io::Result<()> {
-        const PAGE: u64 = 4096;
         let file = self.open_file()?;
         let to = to.min(self.end());
         let mut at = from.max(self.base);
@@ -239,7 +240,6 @@ impl Segment {
     /// process, or locked, stays.
     pub fn evict(&self, from: u64, to: u64) {
         use std::os::fd::AsRawFd;
-        const PAGE: u64 = 4096;
         let at = (from.max(self.base) - self.base).next_multiple_of(PAGE);
         let end = to.min(self.end()).saturating_sub(self.base) / PAGE * PAGE;
         if end <= at {
