@@ -48,6 +48,7 @@ fn ten_thousand_partitions_are_written_read_and_reopened_lazily_within_bounds() 
         "no partition index is loaded at start-up"
     );
     assert_eq!(store.stats().partitions, PARTITIONS as u64);
+    assert_eq!(store.stats().index_loads, 0);
     for p in (0..PARTITIONS).step_by(997) {
         let got = read_all(&store, "wide", p, 0);
         assert_eq!(
@@ -62,4 +63,6 @@ fn ten_thousand_partitions_are_written_read_and_reopened_lazily_within_bounds() 
         store.append(&msg("wide", 9_999, b"more")).unwrap().offset,
         2
     );
+    // Each use loaded its own partition only.
+    assert_eq!(store.stats().index_loads, 12, "11 read, then 9,999 written");
 }

@@ -203,6 +203,8 @@ impl Broker {
         w.stat("disk_full", s.disk_full as u8);
         w.stat("corrupt_records", s.corrupt_records - c.base_corrupt);
         w.stat("index_maps_open", s.index_maps_open);
+        w.stat("index_loads", s.index_loads);
+        w.stat("index_load_probes", s.index_load_probes);
         w.stat("cache_evicted_bytes", s.cache_evicted_bytes);
         w.stat("groups", self.groups.offsets.key_count());
         w.stat("parked_gets", self.parked_gets);

@@ -1,6 +1,7 @@
 //! Thin, checked wrappers over the filesystem calls the store needs beyond `std`: space
 //! allocation (so a full disk fails an allocation instead of faulting a mapped write),
-//! free-space queries, whole-filesystem sync, directory sync and the data-directory lock.
+//! free-space queries, hole lookup, whole-filesystem sync, directory sync and the
+//! data-directory lock.
 
 use std::fs::File;
 use std::io;
@@ -52,6 +53,20 @@ pub fn allocate_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// The first hole at or after byte `offset` of `file` by the filesystem's block map
+/// (lseek(2) `SEEK_HOLE`): unallocated blocks, and on ext4 and XFS allocated but never written
+/// ones (`fallocate`'s unwritten extents) not in the page cache. Metadata only: no file data is
+/// read. A filesystem that does not track holes answers the file's size.
+pub fn first_hole(file: &File, offset: u64) -> io::Result<u64> {
+    // SAFETY: a plain syscall on an open file descriptor; no memory is passed.
+    let at = unsafe { libc::lseek(file.as_raw_fd(), offset as libc::off_t, libc::SEEK_HOLE) };
+    if at < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(at as u64)
     }
 }
 

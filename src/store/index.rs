@@ -28,8 +28,9 @@ use super::stage::{Arena, Slot, STAGE_ENTRIES};
 use super::{fs, pages};
 use memmap2::{MmapOptions, MmapRaw};
 use std::collections::VecDeque;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -110,6 +111,9 @@ pub struct MapBudget {
     tails_max: usize,
     tails: Mutex<VecDeque<Weak<PartIndex>>>,
     stage: Arena,
+    /// Partition indexes loaded, and entries read by their loads to find their ends.
+    loads: AtomicU64,
+    load_probes: AtomicU64,
 }
 
 impl MapBudget {
@@ -121,7 +125,23 @@ impl MapBudget {
             tails_max: (maps_max / 2).max(1),
             tails: Mutex::new(VecDeque::new()),
             stage: Arena::default(),
+            loads: AtomicU64::new(0),
+            load_probes: AtomicU64::new(0),
         }
+    }
+
+    /// Partition indexes loaded (with a segment to search) since the budget was made, and the
+    /// entries their loads read to find their ends.
+    pub fn loads(&self) -> (u64, u64) {
+        (
+            self.loads.load(Ordering::Relaxed),
+            self.load_probes.load(Ordering::Relaxed),
+        )
+    }
+
+    fn loaded(&self, probes: u64) {
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        self.load_probes.fetch_add(probes, Ordering::Relaxed);
     }
 
     /// Copies every partition's staged entries into its index file, so the files (and the
@@ -276,6 +296,32 @@ impl IndexSeg {
     fn tail_window(&self, n: u64) -> (u64, u64) {
         let first = self.base + (n - self.base) / TAIL_WINDOW_ENTRIES * TAIL_WINDOW_ENTRIES;
         (first, (first + TAIL_WINDOW_ENTRIES).min(self.end()))
+    }
+
+    /// Entries to probe first when searching for the end of the written prefix: one just past
+    /// the file's last written block and two at its start, by the filesystem's block map
+    /// ([`fs::first_hole`]). None if the filesystem cannot tell. Only a hint: a probe that
+    /// turns out otherwise still halves the search.
+    fn end_hint(&self) -> Vec<u64> {
+        let Ok(file) = File::open(&self.path) else {
+            return Vec::new();
+        };
+        let (Ok(hole), Ok(meta)) = (fs::first_hole(&file, 0), file.metadata()) else {
+            return Vec::new();
+        };
+        if hole >= self.entries_max * ENTRY_BYTES {
+            return Vec::new(); // no hole: not tracked, or the file is full
+        }
+        // The prefix ends inside the last written block, (hole - block, hole]. The entry
+        // starting at or past `hole` lies wholly past the end (a hole: reading it reads
+        // nothing from the disk). The first entry starting inside the block is written unless
+        // the end is at most one entry into the block, when the entry before it (which starts
+        // in the block before) is the last one. So the search reads one page of the disk,
+        // rarely two.
+        let block = meta.blksize().max(ENTRY_BYTES);
+        let empty = self.base + hole.div_ceil(ENTRY_BYTES);
+        let inside = self.base + hole.saturating_sub(block).div_ceil(ENTRY_BYTES);
+        vec![empty, inside, inside.saturating_sub(1)]
     }
 
     /// Allocates file blocks so entries up to and including `n` can be written.
@@ -449,16 +495,33 @@ impl PartIndex {
         let Some(last) = idx.last_seg() else {
             return Ok(idx);
         };
-        // Entries are written in order, so the written ones are a prefix of the segment.
+        // Entries are written in order, so the written ones are a prefix of the segment: search
+        // for the first empty one. Entries below `lo` are written, those from `hi` on empty.
+        // The first probes go where the filesystem says the written blocks end, so a restart
+        // reads a page or two of a cold index instead of about 20 (one per halving).
         let (mut lo, mut hi) = (last.base, last.end());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
+        let mut probes = 0u64;
+        for n in last
+            .end_hint()
+            .into_iter()
+            .chain(std::iter::repeat(u64::MAX))
+        {
+            if lo >= hi {
+                break;
+            }
+            let mid = if (lo..hi).contains(&n) {
+                n
+            } else {
+                lo + (hi - lo) / 2
+            };
+            probes += 1;
             if last.read(mid)?.is_empty() {
                 hi = mid;
             } else {
                 lo = mid + 1;
             }
         }
+        idx.budget.loaded(probes);
         let first = idx.segs.read().expect("segs lock")[0].base;
         idx.next.store(lo, Ordering::Release);
         idx.staged_from.store(lo, Ordering::Release);
@@ -823,6 +886,16 @@ impl PartIndex {
     pub fn trim_below(&self, log_min: u64) -> io::Result<()> {
         let next = self.next.load(Ordering::Acquire);
         let (mut lo, mut hi) = (self.min.load(Ordering::Acquire), next);
+        // Every load calls this, and mostly nothing is below: decide that from the first entry
+        // alone, or from nothing while the log has never lost a segment, instead of a search
+        // that reads a page at every halving down to the head of a cold index.
+        if lo == hi || log_min == 0 {
+            return Ok(());
+        }
+        let first = self.entry(lo)?;
+        if first.is_hole() || first.pos >= log_min {
+            return Ok(());
+        }
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let e = self.entry(mid)?;
@@ -972,6 +1045,122 @@ mod tests {
         let idx = Arc::new(PartIndex::load(dir.path(), 1 << 20, budget, u64::MAX).unwrap());
         assert_eq!(idx.next.load(Ordering::Acquire), n);
         assert_eq!(idx.entry(n - 1).unwrap(), e((n - 1) * 100));
+    }
+
+    /// Writes back and drops from the page cache every file in `dir`, as a restart after
+    /// `echo 3 > drop_caches` finds them.
+    fn evict_dir(dir: &Path) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let file = File::open(entry.unwrap().path()).unwrap();
+            file.sync_all().unwrap();
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: an advice call on our own open descriptor.
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        }
+    }
+
+    /// Bytes this thread has caused to be read from storage (its page faults included).
+    fn thread_read_bytes() -> u64 {
+        let s = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+        let v = s.lines().find_map(|l| l.strip_prefix("read_bytes:"));
+        v.unwrap().trim().parse().unwrap()
+    }
+
+    #[test]
+    fn a_load_finds_the_end_of_a_cold_index_in_a_few_reads_at_any_length() {
+        let dir = tempfile::tempdir().unwrap();
+        // The default segment's size: halving alone reads 20 entries, each on its own page.
+        let per_segment = 1 << 20;
+        let lengths = [1u64, 2, 170, 171, 172, 341, 342, 2730, 2731, 9000, 100_003];
+        for (i, &n) in lengths.iter().enumerate() {
+            let d = dir.path().join(i.to_string());
+            let budget = Arc::new(MapBudget::new(8));
+            let idx = Arc::new(PartIndex::load(&d, per_segment, budget.clone(), u64::MAX).unwrap());
+            for k in 0..n {
+                idx.push(&e(k + 1)).unwrap();
+            }
+            budget.copy_out_stages();
+            drop(idx);
+            for cold in [true, false] {
+                if cold {
+                    evict_dir(&d);
+                }
+                let budget = Arc::new(MapBudget::new(8));
+                let idx = PartIndex::load(&d, per_segment, budget.clone(), u64::MAX).unwrap();
+                assert_eq!(
+                    idx.next.load(Ordering::Acquire),
+                    n,
+                    "{n} entries, cold {cold}"
+                );
+                assert_eq!(idx.entry(n - 1).unwrap(), e(n));
+                let (loads, probes) = budget.loads();
+                assert_eq!(loads, 1);
+                // Cold: three probes around the last written block, then halving within one
+                // block. Warm, cached zero pages past the end can widen the hint; the two
+                // extra probes still halve the range, so never more than halving's 20 + 2.
+                let most = if cold { 11 } else { 22 };
+                assert!(probes <= most, "{n} entries, cold {cold}: {probes} probes");
+            }
+        }
+    }
+
+    #[test]
+    fn a_load_with_its_trim_reads_one_page_of_a_cold_index_from_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Arc::new(MapBudget::new(8));
+        let idx = Arc::new(PartIndex::load(dir.path(), 1 << 20, budget.clone(), u64::MAX).unwrap());
+        let n = 100_000; // 586 pages of entries
+        for k in 0..n {
+            idx.push(&e(1000 + k)).unwrap();
+        }
+        budget.copy_out_stages();
+        drop(idx);
+        for log_min in [0, 1000] {
+            evict_dir(dir.path());
+            let read0 = thread_read_bytes();
+            // A topics registry's load: the end, then the trim below the log's first record.
+            let idx = PartIndex::load(dir.path(), 1 << 20, budget.clone(), u64::MAX).unwrap();
+            idx.trim_below(log_min).unwrap();
+            assert_eq!(idx.next.load(Ordering::Acquire), n);
+            assert_eq!(idx.min.load(Ordering::Acquire), 0);
+            let read = thread_read_bytes() - read0;
+            // The end's page, and with a log that has lost segments the head's.
+            let most = if log_min == 0 { 4096 } else { 8192 };
+            assert!(
+                read <= most,
+                "log_min {log_min}: {read} bytes read from the disk"
+            );
+        }
+        let idx = PartIndex::load(dir.path(), 1 << 20, budget, u64::MAX).unwrap();
+        idx.trim_below(1000 + 500).unwrap();
+        assert_eq!(
+            idx.min.load(Ordering::Acquire),
+            500,
+            "a real trim still searches"
+        );
+    }
+
+    #[test]
+    fn a_load_finds_the_end_of_a_full_segment_and_of_one_with_a_misleading_block_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Arc::new(MapBudget::new(8));
+        let idx = Arc::new(PartIndex::load(dir.path(), 1000, budget.clone(), u64::MAX).unwrap());
+        for k in 0..1500 {
+            idx.push(&e(k + 1)).unwrap();
+        }
+        budget.copy_out_stages();
+        drop(idx);
+        // Written blocks past the end (zeros written by hand), as a filesystem without
+        // unwritten extents or a torn crash leaves them: the hint is wrong, the end is not.
+        let second = dir.path().join(fs::name_of(1000));
+        let f = OpenOptions::new().write(true).open(&second).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 8192], 600 * ENTRY_BYTES).unwrap();
+        drop(f);
+        evict_dir(dir.path());
+        let idx = PartIndex::load(dir.path(), 1000, budget, u64::MAX).unwrap();
+        assert_eq!(idx.next.load(Ordering::Acquire), 1500);
+        assert_eq!(idx.entry(999).unwrap(), e(1000), "the full first segment");
+        assert_eq!(idx.entry(1499).unwrap(), e(1500));
     }
 
     /// `count` partition indexes in subdirectories of `dir`, sharing `budget`.

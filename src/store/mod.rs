@@ -270,6 +270,9 @@ pub struct StoreStats {
     pub disk_full: bool,
     pub corrupt_records: u64,
     pub index_maps_open: usize,
+    /// Partition indexes loaded since start-up, and the entries read to find their ends.
+    pub index_loads: u64,
+    pub index_load_probes: u64,
     pub segments_deleted: u64,
     /// Commitlog bytes dropped from the page cache by the window.
     pub cache_evicted_bytes: u64,
@@ -606,6 +609,7 @@ impl Store {
         let sh = &*self.shared;
         let c = &sh.counters;
         let topics = sh.topics.all();
+        let (index_loads, index_load_probes) = sh.topics.budget.loads();
         StoreStats {
             write_pos: sh.log.write_pos.load(Ordering::Acquire),
             durable_pos: sh.log.durable_pos.load(Ordering::Acquire),
@@ -623,6 +627,8 @@ impl Store {
             disk_full: sh.disk_full.load(Ordering::Relaxed),
             corrupt_records: c.corrupt_records.load(Ordering::Relaxed),
             index_maps_open: sh.topics.budget.open(),
+            index_loads,
+            index_load_probes,
             segments_deleted: c.segments_deleted.load(Ordering::Relaxed),
             cache_evicted_bytes: sh.log.evicted_bytes.load(Ordering::Relaxed),
         }
