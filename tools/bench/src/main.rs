@@ -10,6 +10,7 @@ mod crc;
 mod engine;
 mod json;
 mod report;
+mod restart;
 mod runs;
 mod servers;
 mod sys;
@@ -39,6 +40,8 @@ commands:
   mixed       producers at full speed and tailing consumers at once
   accumulate  a long produce run (default 10M messages): rate over time, disk, memory
   memory      broker RssAnon with many partitions, many connections and a backlog
+  restart     a backlog over many partitions, a restart with the page cache dropped, then the
+              first put to every partition (each loads its index) against a second sweep
   compare     the standard comparison set in one go, with ratios and target checks
 
 common flags:
@@ -80,6 +83,8 @@ accumulate: --count (10M) --connections (2) --depth (100) --partitions (16); the
 memory:   --partitions (10000) --connections (1000) --depth (8) --count (10M)
           --consumers (1000) --consume-seconds (10); --preload N first writes N messages with
           --preload-connections (2) x --preload-depth (100) over the same partitions
+restart:  --partitions (10000) --count (10M backlog) --connections (2) --depth (100);
+          --keep-cache: the control, the backlog left in the page cache
 compare:  --seconds (5 per produce run) --drain-count (10M, imago target run)
           --peer-drain-count (1M, side-by-side drains) --latency-seconds (10) --no-peers
           --pairs (3: targets (1)-(3) alternate imago and peer runs, verdict on the median)
@@ -381,6 +386,30 @@ fn run(cmd: &str, a: &Args) -> Result<(), String> {
                     fill: l,
                     consumers: c,
                     consume_s,
+                },
+            )?);
+        }
+        "restart" => {
+            let l = load(
+                a,
+                &Load {
+                    connections: 2,
+                    partitions: 10_000,
+                    count: Some(10_000_000),
+                    seconds: None,
+                    ..d.clone()
+                },
+            )?;
+            if l.target != Target::Imago {
+                return Err("restart: imago only (it restarts the broker)".into());
+            }
+            let keep_cache = a.has("keep-cache");
+            a.finish()?;
+            out.emit(&restart::restart(
+                &o,
+                &restart::Restart {
+                    fill: l,
+                    keep_cache,
                 },
             )?);
         }

@@ -1,4 +1,4 @@
-//! The measurements: produce, drain, latency/mixed, accumulate, memory. Each starts its own
+//! The measurements: produce, drain, latency/mixed, accumulate, memory (restart: `restart.rs`). Each starts its own
 //! broker (fresh data directory), runs bounded by count or time, and returns one JSON object.
 
 use crate::engine::{
@@ -64,11 +64,16 @@ impl Load {
     }
 }
 
-fn start_server(o: &Opts, target: Target, partitions: u32, size: usize) -> Result<Server, String> {
+pub(crate) fn start_server(
+    o: &Opts,
+    target: Target,
+    partitions: u32,
+    size: usize,
+) -> Result<Server, String> {
     Server::start(target, &o.servers, &start_opts(partitions, size))
 }
 
-fn start_opts(partitions: u32, size: usize) -> StartOpts {
+pub(crate) fn start_opts(partitions: u32, size: usize) -> StartOpts {
     StartOpts {
         partitions,
         max_body: size + 64,
@@ -107,7 +112,7 @@ pub fn producer_factory(
 }
 
 /// Runs producers until the count is acknowledged or the time is up.
-fn produce_phase(
+pub(crate) fn produce_phase(
     o: &Opts,
     srv: &Server,
     l: &Load,
@@ -172,7 +177,7 @@ fn stat_num(m: &HashMap<String, String>, k: &str) -> Option<f64> {
     m.get(k).and_then(|v| v.parse().ok())
 }
 
-fn base_obj(bench: &str, o: &Opts, target: Target) -> Obj {
+pub(crate) fn base_obj(bench: &str, o: &Opts, target: Target) -> Obj {
     let mut j = Obj::new();
     j.s("bench", bench)
         .s("target", target.name())
@@ -180,7 +185,7 @@ fn base_obj(bench: &str, o: &Opts, target: Target) -> Obj {
     j
 }
 
-fn load_fields(j: &mut Obj, l: &Load) {
+pub(crate) fn load_fields(j: &mut Obj, l: &Load) {
     j.i("connections", l.connections as i64)
         .i("depth", l.depth as i64)
         .i("size", l.size as i64)

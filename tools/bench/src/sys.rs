@@ -87,6 +87,15 @@ fn cpu_seconds_of(path: &str) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
+/// Bytes a process has caused to be read from storage (`read_bytes` of /proc/<pid>/io):
+/// its reads and its page faults on files that missed the page cache, readahead included.
+pub fn read_bytes(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("read_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Memory of a process from /proc/<pid>/status, in KiB.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Mem {
