@@ -10,14 +10,19 @@ use super::error::{Code, ParseError};
 
 /// Appends `result <code> <len> <opaque>\r\n` and `body`.
 pub fn write_result(out: &mut Vec<u8>, code: Code, body: &[u8], opaque: i32) {
+    write_result_header(out, code, body.len(), opaque);
+    out.extend_from_slice(body);
+}
+
+/// Appends `result <code> <body_bytes> <opaque>\r\n`; the caller appends the body.
+fn write_result_header(out: &mut Vec<u8>, code: Code, body_bytes: usize, opaque: i32) {
     out.extend_from_slice(b"result ");
     push_decimal(out, u64::from(code.as_u16()));
     out.push(b' ');
-    push_decimal(out, body.len() as u64);
+    push_decimal(out, body_bytes as u64);
     out.push(b' ');
     push_int(out, i64::from(opaque));
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
 }
 
 /// Appends `value <body_bytes> <opaque>\r\n`. The caller appends exactly `body_bytes` bytes of
@@ -37,29 +42,64 @@ pub fn write_error(out: &mut Vec<u8>, error: &ParseError) {
 }
 
 /// Appends a successful put reply: `result 200 <n> <opaque>\r\n<msgId> <partition> <offset>`.
+/// The hot path of every put: no allocation, the body's length counted from its digits.
 pub fn write_put_ok(out: &mut Vec<u8>, msg_id: u64, partition: u32, offset: u64, opaque: i32) {
-    let mut body = Vec::with_capacity(48);
-    push_decimal(&mut body, msg_id);
-    body.push(b' ');
-    push_decimal(&mut body, u64::from(partition));
-    body.push(b' ');
-    push_decimal(&mut body, offset);
-    write_result(out, Code::Ok, &body, opaque);
+    let (id, part, off) = (
+        Decimal::of(msg_id),
+        Decimal::of(u64::from(partition)),
+        Decimal::of(offset),
+    );
+    let body_bytes = id.bytes().len() + 1 + part.bytes().len() + 1 + off.bytes().len();
+    write_result_header(out, Code::Ok, body_bytes, opaque);
+    out.extend_from_slice(id.bytes());
+    out.push(b' ');
+    out.extend_from_slice(part.bytes());
+    out.push(b' ');
+    out.extend_from_slice(off.bytes());
+}
+
+/// "00" to "99", for two digits per division.
+const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// A u64 in decimal, in a stack buffer (u64::MAX has 20 digits).
+struct Decimal {
+    digits: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    fn of(mut value: u64) -> Decimal {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        while value >= 100 {
+            let pair = (value % 100) as usize * 2;
+            value /= 100;
+            start -= 2;
+            digits[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        }
+        if value >= 10 {
+            let pair = value as usize * 2;
+            start -= 2;
+            digits[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        } else {
+            start -= 1;
+            digits[start] = b'0' + value as u8;
+        }
+        Decimal { digits, start }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.digits[self.start..]
+    }
 }
 
 /// Appends `value` in decimal without allocating.
-fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
-    let mut digits = [0u8; 20]; // u64::MAX has 20 digits
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[start..]);
+fn push_decimal(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(Decimal::of(value).bytes());
 }
 
 fn push_int(out: &mut Vec<u8>, value: i64) {
@@ -102,6 +142,22 @@ mod tests {
             out,
             b"result 200 24 2147483647\r\n18446744073709551615 3 0".to_vec()
         );
+    }
+
+    #[test]
+    fn decimals_match_the_standard_formatting_at_every_digit_count() {
+        let mut values: Vec<u64> = (0..10_000).chain([u64::MAX]).collect();
+        let mut p = 1u64;
+        while let Some(next) = p.checked_mul(10) {
+            values.extend([p - 1, p, p + 1, next / 2]);
+            p = next;
+        }
+        values.extend([p - 1, p, p + 1]);
+        for v in values {
+            let mut out = Vec::new();
+            push_decimal(&mut out, v);
+            assert_eq!(out, v.to_string().into_bytes());
+        }
     }
 
     #[test]
