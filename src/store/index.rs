@@ -301,7 +301,7 @@ impl IndexSeg {
     /// Entries to probe first when searching for the end of the written prefix: one just past
     /// the file's last written block and two at its start, by the filesystem's block map
     /// ([`fs::first_hole`]). None if the filesystem cannot tell. Only a hint: a probe that
-    /// turns out otherwise still halves the search.
+    /// turns out otherwise still narrows the search.
     fn end_hint(&self) -> Vec<u64> {
         let Ok(file) = File::open(&self.path) else {
             return Vec::new();
@@ -498,7 +498,7 @@ impl PartIndex {
         // Entries are written in order, so the written ones are a prefix of the segment: search
         // for the first empty one. Entries below `lo` are written, those from `hi` on empty.
         // The first probes go where the filesystem says the written blocks end, so a restart
-        // reads a page or two of a cold index instead of about 20 (one per halving).
+        // reads a page or two of a cold index instead of up to 20 (one per halving).
         let (mut lo, mut hi) = (last.base, last.end());
         let mut probes = 0u64;
         for n in last
@@ -1057,18 +1057,6 @@ mod tests {
         budget.copy_out_stages();
     }
 
-    /// Writes back and drops from the page cache every file in `dir`, as a restart after
-    /// `echo 3 > drop_caches` finds them.
-    fn evict_dir(dir: &Path) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let file = File::open(entry.unwrap().path()).unwrap();
-            file.sync_all().unwrap();
-            use std::os::unix::io::AsRawFd;
-            // SAFETY: an advice call on our own open descriptor.
-            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        }
-    }
-
     /// Bytes this thread has caused to be read from storage (its page faults included).
     fn thread_read_bytes() -> u64 {
         let s = std::fs::read_to_string("/proc/thread-self/io").unwrap();
@@ -1087,7 +1075,7 @@ mod tests {
             write_entries(&d, per_segment, n);
             for cold in [true, false] {
                 if cold {
-                    evict_dir(&d);
+                    pages::evict_dir(&d);
                 }
                 let budget = Arc::new(MapBudget::new(8));
                 let idx = PartIndex::load(&d, per_segment, budget.clone(), u64::MAX).unwrap();
@@ -1116,7 +1104,7 @@ mod tests {
         let budget = Arc::new(MapBudget::new(8));
         // 1: the log has lost a segment, but none of this partition's records.
         for log_min in [0, 1] {
-            evict_dir(dir.path());
+            pages::evict_dir(dir.path());
             let read0 = thread_read_bytes();
             // A topics registry's load: the end, then the trim below the log's first record.
             let idx = PartIndex::load(dir.path(), 1 << 20, budget.clone(), u64::MAX).unwrap();
@@ -1151,7 +1139,7 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&second).unwrap();
         std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 8192], 600 * ENTRY_BYTES).unwrap();
         drop(f);
-        evict_dir(dir.path());
+        pages::evict_dir(dir.path());
         let idx = PartIndex::load(dir.path(), 1000, budget, u64::MAX).unwrap();
         assert_eq!(idx.next.load(Ordering::Acquire), 1500);
         assert_eq!(idx.entry(999).unwrap(), e(1000), "the full first segment");

@@ -64,6 +64,23 @@ pub fn touch(map: &MmapRaw, off: usize, len: usize) {
     }
 }
 
+/// Writes back and drops from the page cache every file under `dir`, recursively, as a
+/// restart after `echo 3 > drop_caches` finds them (for tests of cold reads).
+#[cfg(test)]
+pub(super) fn evict_dir(dir: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            evict_dir(&e.path());
+        } else {
+            let f = std::fs::File::open(e.path()).unwrap();
+            f.sync_all().unwrap();
+            // SAFETY: an advice call on a descriptor we own; it touches no memory of ours.
+            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -157,21 +157,7 @@ fn walk(sh: &Shared, idx: &PartIndex, r: &ReadSpec<'_>) -> Vec<Range> {
 #[cfg(test)]
 mod tests {
     use crate::store::{Message, ReadSpec, Store, StoreConfig, TagFilter};
-    use std::os::fd::AsRawFd;
     use std::path::Path;
-
-    fn evict(dir: &Path) {
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            if e.path().is_dir() {
-                evict(&e.path());
-            } else {
-                let f = std::fs::File::open(e.path()).unwrap();
-                f.sync_all().unwrap();
-                // SAFETY: an advice call on a descriptor we own.
-                unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-            }
-        }
-    }
 
     fn open(dir: &Path) -> Store {
         let mut cfg = StoreConfig::new(dir);
@@ -233,7 +219,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = filled(dir.path());
         store.close().unwrap();
-        evict(dir.path());
+        crate::store::pages::evict_dir(dir.path());
 
         let store = open(dir.path());
         let first = store.shared.log.segment_at(0).unwrap();

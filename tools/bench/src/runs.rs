@@ -1,5 +1,6 @@
-//! The measurements: produce, drain, latency/mixed, accumulate, memory (restart: `restart.rs`). Each starts its own
-//! broker (fresh data directory), runs bounded by count or time, and returns one JSON object.
+//! The measurements: produce, drain, latency/mixed, accumulate, memory (and restart, in
+//! `restart.rs`). Each starts its own broker (fresh data directory), runs bounded by count or
+//! time, and returns one JSON object.
 
 use crate::engine::{
     now_ns, Bodies, ConsumerSet, ProduceResult, ProduceSpec, ProducerFactory, ProducerSet,
